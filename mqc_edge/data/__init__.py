@@ -1,0 +1,1 @@
+"""Datasets, frame sources, the synthetic satellite-video generator and J&F metrics (torch-free)."""
