@@ -43,7 +43,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from mqc_edge.data.evaluate import evaluate_predictions, format_table
 
-    report = evaluate_predictions(pred_root=args.pred, gt_root=args.gt, out_dir=args.out)
+    report = evaluate_predictions(pred_root=args.pred, gt_root=args.gt, out_dir=args.out, split=args.split)
     print(format_table(report))
     print(f"wrote {args.out / 'metrics.json'}")
     return 0
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pred", type=Path, required=True, help="P/<video>/<exp_id>/<frame>.png")
     evaluate.add_argument("--gt", type=Path, required=True, help="dataset root (RS-RVOS layout)")
     evaluate.add_argument("--out", type=Path, required=True, help="report folder")
+    evaluate.add_argument("--split", default=None, help="score only the videos of splits/<SPLIT>.txt")
     evaluate.set_defaults(handler=_cmd_eval)
     return parser
 
