@@ -29,3 +29,11 @@ class CheckpointError(MqcEdgeError):
 
 class ManifestMismatchError(MqcEdgeError):
     """An exported model directory does not match its manifest (hash, version, signature)."""
+
+
+class PromptError(MqcEdgeError):
+    """A text, box, point or mask prompt does not fit the model (names the prompt, expected vs got)."""
+
+
+class StageContractError(MqcEdgeError):
+    """A stage got or returned a tensor that does not fit the stage contract (names stage and tensor)."""

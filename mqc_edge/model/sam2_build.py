@@ -1,0 +1,91 @@
+"""Build a SAM 2.1 network from the configs inside Meta's sam2 package, with seeded random
+weights or a checkpoint, and read its `ModelGeometry`.
+
+No pretrained weights exist offline, so tests and demos use seeded random weights; a real
+checkpoint is Meta's `{"model": state_dict}` .pt file or a safetensors file of the same keys.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from sam2.build_sam import build_sam2
+from sam2.modeling.sam2_base import SAM2Base
+
+from mqc_edge.contract import ModelGeometry
+from mqc_edge.errors import CheckpointError, ConfigError
+
+SAM21_CONFIGS = {
+    "tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+
+
+def build_sam21(
+    variant: str = "tiny", image_size: int = 1024, seed: int = 0, checkpoint: Path | None = None
+) -> SAM2Base:
+    """A SAM2Base in eval mode on the CPU; random weights from `seed` unless `checkpoint`.
+
+    Built with `apply_postprocessing=True`, as Meta's video predictor is, so the mask decoder
+    falls back to the best multimask output when the single mask is unstable.
+    """
+    if variant not in SAM21_CONFIGS:
+        raise ConfigError(f"SAM 2.1 variant: expected one of {sorted(SAM21_CONFIGS)}, got {variant!r}")
+    overrides = [f"++model.image_size={image_size}"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_sam2(SAM21_CONFIGS[variant], ckpt_path=None, device="cpu", hydra_overrides_extra=overrides)
+    if checkpoint is not None:
+        load_weights(model, checkpoint)
+    return model.eval()
+
+
+def load_weights(model: SAM2Base, checkpoint: Path) -> None:
+    """Load a `{"model": state_dict}` .pt (weights only) or a .safetensors file, strictly."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"{checkpoint}: no such checkpoint file")
+    if checkpoint.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(checkpoint))
+    else:
+        loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if not isinstance(loaded, dict) or "model" not in loaded:
+            raise CheckpointError(f"{checkpoint}: expected a dict with key 'model' (Meta's format)")
+        state = loaded["model"]
+    _check_state(checkpoint, model.state_dict(), state)
+    model.load_state_dict(state)
+
+
+def _check_state(path: Path, expected: dict, got: dict) -> None:
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}")
+    for name, tensor in expected.items():
+        if tuple(got[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{path}: tensor {name!r} expected shape {list(tensor.shape)}, got {list(got[name].shape)}"
+            )
+
+
+def save_weights(model: SAM2Base, path: Path) -> None:
+    """Write Meta's checkpoint layout, so Meta's own builders can load the same weights."""
+    torch.save({"model": model.state_dict()}, Path(path))
+
+
+def geometry_of(model: SAM2Base) -> ModelGeometry:
+    """Read the contract geometry off a built network (never assumed from the config name)."""
+    return ModelGeometry(
+        image_size=model.image_size,
+        backbone_stride=model.backbone_stride,
+        hidden_dim=model.hidden_dim,
+        mem_dim=model.mem_dim,
+        num_maskmem=model.num_maskmem,
+        max_obj_ptrs=model.max_obj_ptrs_in_encoder,
+        num_mask_tokens=model.sam_mask_decoder.num_mask_tokens,
+    )

@@ -1,0 +1,58 @@
+"""Low-resolution mask logits -> frame-size logits and mask, as Meta's video predictor does.
+
+sam2_video_predictor.py: `fill_holes_in_mask_scores` on the low-res logits (background
+components of at most `fill_hole_area` pixels, 8-connected, become 0.1), then
+`F.interpolate(bilinear, align_corners=False)` to the frame size, then threshold at 0.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+HOLE_FILL_LOGIT = np.float32(0.1)
+"""The small positive score a filled hole gets (sam2/utils/misc.py `fill_holes_in_mask_scores`)."""
+
+
+def fill_holes(logits: np.ndarray, max_area: int) -> np.ndarray:
+    """float32 [h, w] logits with every background component of area <= max_area set to 0.1.
+
+    Meta computes the components with a CUDA extension (`sam2._C`); when it is missing the
+    predictor warns and skips this step, which is what `max_area=0` reproduces.
+    """
+    if max_area <= 0:
+        return logits
+    background = (logits <= 0).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(background, connectivity=8)
+    areas = stats[:, cv2.CC_STAT_AREA]
+    is_hole = (labels > 0) & (areas[labels] <= max_area)
+    return np.where(is_hole, HOLE_FILL_LOGIT, logits).astype(np.float32)
+
+
+def _fused_multiply_add(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 a*b + c rounded once, as torch's CPU kernels compute it (compiled with FMA):
+    the float64 product of two float32 values is exact."""
+    return (a.astype(np.float64) * b + c).astype(np.float32)
+
+
+def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and weights of torch's bilinear resize (align_corners=False)."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    centers = np.arange(out_size, dtype=np.float32) + np.float32(0.5)
+    source = np.maximum(_fused_multiply_add(np.full(out_size, scale), centers, np.float32(-0.5)), np.float32(0.0))
+    index0 = source.astype(np.int64)
+    weight1 = (source - index0.astype(np.float32)).astype(np.float32)
+    return index0, np.minimum(index0 + 1, in_size - 1), np.float32(1.0) - weight1, weight1
+
+
+def upsample_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """float32 [h, w] -> [height, width], bit-exact with torch's CPU
+    `F.interpolate(mode="bilinear", align_corners=False)`: along width first, then height."""
+    rows0, rows1, row_w0, row_w1 = _linear_taps(logits.shape[0], height)
+    cols0, cols1, col_w0, col_w1 = _linear_taps(logits.shape[1], width)
+
+    def along_width(rows: np.ndarray) -> np.ndarray:
+        picked = logits[rows]
+        return _fused_multiply_add(picked[:, cols0], col_w0, picked[:, cols1] * col_w1)
+
+    return _fused_multiply_add(along_width(rows0), row_w0[:, None], along_width(rows1) * row_w1[:, None])

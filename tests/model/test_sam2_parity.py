@@ -1,0 +1,217 @@
+"""Our torch-free Tracker on the torch stage backend reproduces Meta's SAM2VideoPredictor.
+
+Same weights (one random SAM 2.1 tiny per seed, at 256 px, saved once and loaded by both),
+same 24-frame JPEG clip, same prompt on frame 0. Compared on frame-size logits, not only on
+masks: random weights give logits of about +-0.3, where thresholded masks hide errors.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sam2.build_sam import build_sam2_video_predictor
+from sam2.utils import misc as sam2_misc
+from sam2.utils.misc import fill_holes_in_mask_scores, load_video_frames
+
+from mqc_edge.model.sam2_build import SAM21_CONFIGS, build_sam21, save_weights
+from mqc_edge.model.torch_backend import TorchBackend
+from mqc_edge.runtime.postprocess import fill_holes, upsample_logits
+from mqc_edge.runtime.preprocess import preprocess_frame
+from mqc_edge.runtime.prompts import mask_prompt_input
+from mqc_edge.contract import ModelGeometry
+from mqc_edge.runtime.tracker import Tracker, TrackerConfig
+
+IMAGE_SIZE = 256
+NUM_FRAMES = 24
+FRAME_H, FRAME_W = 240, 320
+BOX = [96.0, 70.0, 176.0, 130.0]
+POINTS, LABELS = [[136.0, 100.0]], [1]
+MAX_ABS_LOGIT = 1e-4
+MEAN_IOU, MIN_IOU = 0.999, 0.995
+
+
+def connected_components_bfs(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPU stand-in for `sam2._C.get_connected_componnets`: 8-connected labels and, per
+    pixel, the area of its component ([N, 1, H, W] each; 0 on background)."""
+    binary = mask.to(torch.uint8).numpy()
+    labels, areas = np.zeros(binary.shape, np.int32), np.zeros(binary.shape, np.int32)
+    for n in range(binary.shape[0]):
+        plane, label = binary[n, 0], 0
+        for start in zip(*np.nonzero(plane)):
+            if labels[n, 0][start]:
+                continue
+            label += 1
+            stack, members = [start], []
+            labels[n, 0][start] = label
+            while stack:
+                y, x = stack.pop()
+                members.append((y, x))
+                for dy in (-1, 0, 1):
+                    for dx in (-1, 0, 1):
+                        ny, nx = y + dy, x + dx
+                        inside = 0 <= ny < plane.shape[0] and 0 <= nx < plane.shape[1]
+                        if inside and plane[ny, nx] and not labels[n, 0][ny, nx]:
+                            labels[n, 0][ny, nx] = label
+                            stack.append((ny, nx))
+            for member in members:
+                areas[n, 0][member] = len(members)
+    return torch.from_numpy(labels), torch.from_numpy(areas)
+
+
+def _object_mask(t: int) -> np.ndarray:
+    yy, xx = np.mgrid[:FRAME_H, :FRAME_W]
+    cx, cy = 136 + 4 * t, 100 + 2 * t
+    return ((xx - cx) / 40.0) ** 2 + ((yy - cy) / 30.0) ** 2 <= 1.0
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A striped ellipse drifting over a noise background, as JPEGs named 00000.jpg..."""
+    folder = tmp_path_factory.mktemp("clip")
+    rng = np.random.default_rng(7)
+    background = rng.integers(0, 256, size=(FRAME_H, FRAME_W, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:FRAME_H, :FRAME_W]
+    stripes = np.where(((xx + yy) // 6) % 2 == 0, 230, 160).astype(np.uint8)
+    for t in range(NUM_FRAMES):
+        frame = background.copy()
+        inside = _object_mask(t)
+        frame[inside] = np.stack([stripes, stripes // 2, 255 - stripes], axis=-1)[inside]
+        Image.fromarray(frame).save(folder / f"{t:05d}.jpg", quality=95)
+    return folder
+
+
+def _frames(folder: Path) -> list[np.ndarray]:
+    return [np.array(Image.open(folder / f"{t:05d}.jpg").convert("RGB")) for t in range(NUM_FRAMES)]
+
+
+def _prompt(kind: str) -> dict:
+    if kind == "box":
+        return {"box": BOX}
+    if kind == "points":
+        return {"points": POINTS, "labels": LABELS}
+    return {"mask": _object_mask(0)}
+
+
+def _run_meta(checkpoint: Path, clip: Path, kind: str) -> list[np.ndarray]:
+    predictor = build_sam2_video_predictor(
+        SAM21_CONFIGS["tiny"], str(checkpoint), device="cpu", hydra_overrides_extra=[f"++model.image_size={IMAGE_SIZE}"]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = predictor.init_state(str(clip))
+        prompt = _prompt(kind)
+        if kind == "mask":
+            predictor.add_new_mask(state, frame_idx=0, obj_id=1, mask=prompt["mask"])
+        else:
+            predictor.add_new_points_or_box(state, frame_idx=0, obj_id=1, **prompt)
+        return [masks[0, 0].numpy().copy() for _, _, masks in predictor.propagate_in_video(state)]
+
+
+def _run_ours(model: torch.nn.Module, clip: Path, kind: str, fill_hole_area: int) -> list:
+    tracker = Tracker(TorchBackend(model), TrackerConfig(fill_hole_area=fill_hole_area))
+    frames = _frames(clip)
+    return [tracker.start(frames[0], **_prompt(kind))] + [tracker.step(frame) for frame in frames[1:]]
+
+
+def _compare(meta: list[np.ndarray], ours: list, label: str) -> tuple[float, float, float]:
+    assert len(meta) == len(ours) == NUM_FRAMES
+    diffs, ious = [], []
+    for reference, result in zip(meta, ours):
+        assert result.logits.shape == reference.shape == (FRAME_H, FRAME_W)
+        diffs.append(float(np.abs(reference - result.logits).max()))
+        union = np.logical_or(reference > 0, result.mask).sum()
+        ious.append(1.0 if union == 0 else np.logical_and(reference > 0, result.mask).sum() / union)
+    areas = [float((m > 0).mean()) for m in meta]
+    print(f"\n{label}: max|dlogit| {max(diffs):.2e}, IoU mean {np.mean(ious):.6f} min {min(ious):.6f}, "
+          f"mask area {min(areas):.3f}..{max(areas):.3f}")
+    assert max(areas) > 0.001, "Meta's masks are all empty: the comparison would be vacuous"
+    assert max(diffs) <= MAX_ABS_LOGIT
+    assert np.mean(ious) >= MEAN_IOU and min(ious) >= MIN_IOU
+    return max(diffs), float(np.mean(ious)), min(ious)
+
+
+@pytest.fixture(scope="module", params=[0, 1], ids=["seed0", "seed1"])
+def weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
+    model = build_sam21("tiny", IMAGE_SIZE, seed=request.param)
+    checkpoint = tmp_path_factory.mktemp("weights") / f"sam21_tiny_seed{request.param}.pt"
+    save_weights(model, checkpoint)
+    return model, checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["box", "points"])
+def test_tracker_matches_meta_predictor(weights: tuple, clip: Path, kind: str) -> None:
+    """Meta without its CUDA extension skips hole filling, so ours runs with fill_hole_area=0."""
+    model, checkpoint = weights
+    _compare(_run_meta(checkpoint, clip, kind), _run_ours(model, clip, kind, 0), f"{checkpoint.stem} {kind}")
+
+
+@pytest.mark.slow
+def test_mask_prompt_matches_meta_predictor(tmp_path: Path, clip: Path) -> None:
+    model = build_sam21("tiny", IMAGE_SIZE, seed=0)
+    save_weights(model, tmp_path / "w.pt")
+    _compare(_run_meta(tmp_path / "w.pt", clip, "mask"), _run_ours(model, clip, "mask", 0), "seed0 mask")
+
+
+@pytest.mark.slow
+def test_hole_filling_matches_meta_with_cpu_components(
+    tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a CPU connected-components function in place of `sam2._C`, Meta fills holes of
+    <= 8 px; ours (OpenCV components) must give the same logits frame by frame."""
+    monkeypatch.setattr(sam2_misc, "get_connected_components", connected_components_bfs)
+    model = build_sam21("tiny", IMAGE_SIZE, seed=0)
+    save_weights(model, tmp_path / "w.pt")
+    ours = _run_ours(model, clip, "box", 8)
+    _compare(_run_meta(tmp_path / "w.pt", clip, "box"), ours, "seed0 box, holes filled")
+
+
+def test_preprocess_equals_meta_frame_loading(clip: Path) -> None:
+    images, height, width = load_video_frames(
+        str(clip), IMAGE_SIZE, offload_video_to_cpu=True, compute_device=torch.device("cpu")
+    )
+    assert (height, width) == (FRAME_H, FRAME_W)
+    for t, frame in enumerate(_frames(clip)[:3]):
+        np.testing.assert_array_equal(preprocess_frame(frame, IMAGE_SIZE)[0], images[t].numpy())
+
+
+def test_upsample_equals_torch_interpolate() -> None:
+    """Bit for bit, so that -1024 no-object scores (ulp 6e-5) cannot break the 1e-4 budget."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 0.3, size=(64, 64)).astype(np.float32)
+    logits[:20, :20] = -1024.0  # SAM 2's no-object score must survive interpolation exactly
+    reference = torch.nn.functional.interpolate(
+        torch.from_numpy(logits)[None, None], size=(FRAME_H, FRAME_W), mode="bilinear", align_corners=False
+    )[0, 0].numpy()
+    np.testing.assert_array_equal(upsample_logits(logits, FRAME_H, FRAME_W), reference)
+
+
+def test_fill_holes_equals_meta_with_cpu_components(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sam2_misc, "get_connected_components", connected_components_bfs)
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0.5, 0.3, size=(64, 64)).astype(np.float32)
+    logits[rng.random((64, 64)) < 0.04] = -0.2  # scattered 1-4 px holes
+    logits[10:14, 10:14] = -0.3  # a 16 px hole: too big to fill
+    logits[:, 40:] = -0.5  # a large background region
+    reference = fill_holes_in_mask_scores(torch.from_numpy(logits)[None, None], 8)[0, 0].numpy()
+    ours = fill_holes(logits, 8)
+    assert (reference != logits).sum() > 10, "the case must contain holes that Meta fills"
+    np.testing.assert_array_equal(ours, reference)
+
+
+def test_mask_prompt_resize_equals_meta() -> None:
+    """add_new_mask: antialiased bilinear to S, then >= 0.5."""
+    geometry = ModelGeometry(image_size=IMAGE_SIZE)
+    for t in range(3):
+        mask = _object_mask(5 * t) | (np.random.default_rng(t).random((FRAME_H, FRAME_W)) < 0.05)
+        reference = torch.nn.functional.interpolate(
+            torch.from_numpy(mask)[None, None].float(), size=(IMAGE_SIZE, IMAGE_SIZE),
+            mode="bilinear", align_corners=False, antialias=True,
+        ) >= 0.5
+        ours = mask_prompt_input(mask, (FRAME_H, FRAME_W), geometry)[0, 0]
+        np.testing.assert_array_equal(ours, reference[0, 0].numpy())

@@ -1,0 +1,28 @@
+"""The runtime must import on a device image that has no torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+RUNTIME_MODULES = ["backend", "memory", "postprocess", "preprocess", "prompts", "tracker"]
+
+
+def test_runtime_imports_without_torch() -> None:
+    modules = ", ".join(f"mqc_edge.runtime.{name}" for name in RUNTIME_MODULES)
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        f"import mqc_edge.contract, {modules}\n"
+        "assert sys.modules['torch'] is None\n"
+        "print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_torch_backend_import_fails_cleanly_without_torch() -> None:
+    """Proves the check above can fail: the torch backend does need torch."""
+    code = "import sys; sys.modules['torch'] = None\nimport mqc_edge.model.torch_backend"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "torch" in done.stderr

@@ -1,0 +1,58 @@
+"""The stage contract: static shapes from the geometry, typed errors naming stage and tensor."""
+
+from __future__ import annotations
+
+import pytest
+
+from mqc_edge.contract import PROMPT_TOKENS, ModelGeometry, TensorSpec, stage_specs
+from mqc_edge.errors import StageContractError
+
+
+def test_shapes_are_resolved_from_the_geometry() -> None:
+    specs = stage_specs(ModelGeometry(image_size=480))
+    assert specs["image_encoder"].input("image").shape == (1, 3, 480, 480)
+    assert specs["image_encoder"].output("feat").shape == (1, 256, 30, 30)
+    assert specs["image_encoder"].output("fpn0").shape == (1, 32, 120, 120)
+    assert specs["mask_decoder"].output("mask_lowres").shape == (1, 1, 120, 120)
+    assert specs["memory_attention"].input("memory").shape == (7, 64, 30, 30)
+    assert specs["memory_attention"].input("obj_ptrs").shape == (16, 256)
+    assert specs["memory_encoder"].output("memory").shape == (1, 64, 30, 30)
+
+
+def test_only_prompt_tokens_is_symbolic() -> None:
+    symbolic = {
+        (stage.name, tensor.name)
+        for stage in stage_specs(ModelGeometry()).values()
+        for tensor in stage.inputs + stage.outputs
+        if any(isinstance(dim, str) for dim in tensor.shape)
+    }
+    assert symbolic == {
+        ("prompt_encoder", "point_coords"), ("prompt_encoder", "point_labels"),
+        ("prompt_encoder", "sparse_prompt"), ("mask_decoder", "sparse_prompt"),
+    }
+
+
+def test_tensor_names_are_unique_within_each_side_of_a_stage() -> None:
+    for stage in stage_specs(ModelGeometry()).values():
+        for side in (stage.inputs, stage.outputs):
+            names = [tensor.name for tensor in side]
+            assert len(names) == len(set(names)), stage.name
+
+
+def test_check_accepts_any_symbolic_size_and_rejects_wrong_shapes_or_dtypes() -> None:
+    spec = TensorSpec("point_labels", "int32", (1, PROMPT_TOKENS))
+    spec.check("prompt_encoder", (1, 5), "int32")
+    with pytest.raises(StageContractError, match=r"'prompt_encoder' tensor 'point_labels'.*int32.*int64"):
+        spec.check("prompt_encoder", (1, 5), "int64")
+    with pytest.raises(StageContractError, match=r"expected float32\[1, 2\], got float32\[1, 2, 1\]"):
+        TensorSpec("x", "float32", (1, 2)).check("s", (1, 2, 1), "float32")
+
+
+def test_geometry_rejects_sizes_that_do_not_divide() -> None:
+    with pytest.raises(StageContractError, match="multiple of the stride"):
+        ModelGeometry(image_size=250)
+
+
+def test_unknown_tensor_lists_the_known_ones() -> None:
+    with pytest.raises(StageContractError, match="has no tensor 'pos'"):
+        stage_specs(ModelGeometry())["image_encoder"].output("pos")
