@@ -11,6 +11,8 @@ import subprocess
 import sys
 
 SCRIPT = """
+import importlib.util
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -18,6 +20,8 @@ import torch
 from onnx import TensorProto, helper
 from sam2.build_sam import build_sam2
 from transformers import BertConfig, BertModel
+
+assert importlib.util.find_spec("torchvision") is None, "torchvision is installed: it breaks transformers here"
 
 bert = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
 hidden = bert(input_ids=torch.tensor([[101, 2023, 102]])).last_hidden_state
