@@ -49,6 +49,73 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _point(text: str) -> tuple[float, float, int]:
+    """Parse 'x,y,label' (label 1 = object, 0 = background) into a point prompt."""
+    try:
+        x, y, label = text.split(",")
+        point = (float(x), float(y), int(label))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"point must look like x,y,label (e.g. 120,80,1), got {text!r}") from None
+    if point[2] not in (0, 1):
+        raise argparse.ArgumentTypeError(f"point label must be 1 (object) or 0 (background), got {text!r}")
+    return point
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from mqc_edge.runtime.run import run_from_checkpoint
+
+    prompt: dict[str, object] = {"text": args.text, "box": args.box}
+    if args.points:
+        prompt.update(points=[point[:2] for point in args.points], labels=[point[2] for point in args.points])
+    count, description = run_from_checkpoint(
+        checkpoint=args.checkpoint, video=args.video, out_dir=args.out, mode=args.mode, backend=args.backend,
+        model_config=args.model_config, image_size=args.image_size, save_logits=args.save_logits,
+        threads=args.threads, **{key: value for key, value in prompt.items() if value is not None},
+    )
+    print(f"{description}\nwrote {count} frames to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mqc_edge.export import export_model
+
+    manifest = export_model(
+        checkpoint=args.checkpoint, out=args.out, model_config=args.model_config, image_size=args.image_size,
+        opset=args.opset, texts=args.texts,
+    )
+    parity = manifest["parity"]
+    for mode, report in parity["end_to_end"].items():
+        print(f"{mode}: {report['frames']} frames, max logit diff {report['max_frame_logit_relative']:.2e} of max "
+              f"|logit|, mask IoU mean {report['mask_iou_mean']:.4f} min {report['mask_iou_min']:.4f}", file=sys.stderr)
+    print(f"wrote {len(manifest['stages'])} stages to {args.out}; parity {'passed' if parity['passed'] else 'FAILED'}"
+          f" (report in {args.out / 'manifest.json'})", file=sys.stderr)
+    return 0 if parity["passed"] else 1
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mqc_edge.benchmarks.harness import BenchConfig, run_benchmark
+    from mqc_edge.benchmarks.report import markdown
+
+    config = BenchConfig(
+        model_dir=args.model_dir, out_dir=args.out, backends=tuple(args.backends), vs_pytorch=args.vs_pytorch,
+        vs_sam2=args.vs_sam2, mode=args.mode, frames=args.frames, repeats=args.repeats, threads=args.threads,
+        video=args.video, box=tuple(args.box) if args.box else None, clip_size=args.clip_size, seed=args.seed,
+        device_peak=args.device_peak,
+    )
+    print(markdown(run_benchmark(config)))
+    print(f"wrote {args.out / 'report.json'}, report.md and plots", file=sys.stderr)
+    return 0
+
+
+def _peak(text: str) -> tuple[float, float]:
+    """Parse 'GFLOPS,GBps' (for example 305,20)."""
+    try:
+        gflops, gbps = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"device peak must look like GFLOPS,GBps (e.g. 305,20), got {text!r}") from None
+    return gflops, gbps
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mqc_edge.demo import run_demo
 
@@ -86,6 +153,51 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, required=True, help="report folder")
     evaluate.add_argument("--split", default=None, help="score only the videos of splits/<SPLIT>.txt")
     evaluate.set_defaults(handler=_cmd_eval)
+
+    run = commands.add_parser("run", help="segment a video from a text, box or points on its first frame")
+    run.add_argument("--checkpoint", type=Path, required=True,
+                     help="MQC-SAM .safetensors, Meta's SAM 2.1 .pt, or an `mqc-edge export` directory")
+    run.add_argument("--model-config", default=None, help="SAM 2.1 config of a Meta checkpoint (sam2.1_hiera_t)")
+    run.add_argument("--image-size", type=int, default=None, help="model input size S (Meta checkpoint default 1024)")
+    run.add_argument("--mode", choices=("mqc", "sam2"), default="mqc", help="mqc: TMCC + DAMI; sam2: SAM 2's memory")
+    run.add_argument("--backend", choices=("torch", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt"),
+                     default="torch", help="who runs the stages; the onnxruntime ones need an export directory")
+    run.add_argument("--video", type=Path, required=True, help="frame folder, image or video file")
+    prompt = run.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--text", help="referring expression (mode mqc)")
+    prompt.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="frame pixels")
+    prompt.add_argument("--points", type=_point, nargs="+", metavar="X,Y,LABEL", help="label 1 object, 0 background")
+    run.add_argument("--out", type=Path, required=True, help="output folder")
+    run.add_argument("--save-logits", action="store_true", help="also write float32 logits/<frame>.npy")
+    run.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
+    run.set_defaults(handler=_cmd_run)
+
+    export = commands.add_parser("export", help="per-stage ONNX + manifest.json with the parity report")
+    export.add_argument("--checkpoint", type=Path, required=True, help="MQC-SAM .safetensors, or Meta's SAM 2.1 .pt")
+    export.add_argument("--model-config", default=None, help="SAM 2.1 config of a Meta checkpoint, e.g. sam2.1_hiera_t")
+    export.add_argument("--image-size", type=int, default=None, help="model input size S (Meta checkpoint default 1024)")
+    export.add_argument("--out", type=Path, required=True, help="export directory to write")
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 18)")
+    export.add_argument("--texts", type=Path, default=None, help="expressions.txt: one per line, embeddings precomputed")
+    export.set_defaults(handler=_cmd_export)
+
+    bench = commands.add_parser("bench", help="latency, FPS, memory and cost model of every contestant on one clip")
+    bench.add_argument("model_dir", type=Path, help="an `mqc-edge export` directory")
+    bench.add_argument("--out", type=Path, required=True, help="report folder")
+    bench.add_argument("--backends", nargs="+", default=["onnxruntime"],
+                       choices=("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "torch"))
+    bench.add_argument("--vs-pytorch", action="store_true", help="add the torch reference pipeline")
+    bench.add_argument("--vs-sam2", action="store_true", help="add Meta's SAM2VideoPredictor (same weights)")
+    bench.add_argument("--mode", choices=("sam2", "mqc"), default="sam2")
+    bench.add_argument("--frames", type=int, default=24)
+    bench.add_argument("--repeats", type=int, default=3, help="interleaved passes after one warm-up pass")
+    bench.add_argument("--threads", type=int, default=2)
+    bench.add_argument("--video", type=Path, default=None, help="default: a synthetic satellite clip")
+    bench.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="prompt for --video")
+    bench.add_argument("--clip-size", type=int, default=480, help="side of the synthetic clip, px")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--device-peak", type=_peak, default=None, help="GFLOPS,GBps (default: measured MatMul peak)")
+    bench.set_defaults(handler=_cmd_bench)
     return parser
 
 

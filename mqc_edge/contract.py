@@ -11,6 +11,10 @@ engines need no dynamic profile and a step can be captured as a CUDA graph:
   distances that the stage turns into sine encodings itself.
 The one symbolic dimension is `prompt_tokens` (SAM prompt tokens: user points + box corners +
 one padding point): it is 2 on every tracking frame, and free only on the prompted frame.
+
+A model with MQC parts (`ModelGeometry.mqc` set) adds four stages: `text_encoder`,
+`prompt_fusion`, `dami_attention` (memory in the fixed anchor / FIFO / prototype slots of the
+DAMI split) and `quality_head` (the small summaries the DAMI gates read on the host).
 """
 
 from __future__ import annotations
@@ -30,6 +34,45 @@ TRACKING_PROMPT_TOKENS = 2
 
 
 @dataclass(frozen=True)
+class MQCGeometry:
+    """Sizes of the MQC stages; read off an `MQCSAMConfig` (model/mqc_sam.py) by the backend."""
+
+    text_tokens: int = 32  # T: MQCSAMConfig.max_text_tokens (the text encoder's fixed length)
+    fusion_tokens: int = 2  # K: MQCSAMConfig.sparse_prompt_tokens (sparse prompts out of the fusion)
+    anchor_slots: int = 1  # MQCSAMConfig.memory_anchor_slots (paper: one semantic anchor)
+    fifo_slots: int = 4  # MQCSAMConfig.memory_fifo_slots (1 + 4 + 2 = paper N_max = 7)
+    prototype_slots: int = 2  # MQCSAMConfig.memory_prototype_slots
+    anchor_pointers: int = 1  # MQCSAMConfig.anchor_pointers: one pointer per memory frame
+    fifo_pointers: int = 4  # MQCSAMConfig.fifo_pointers
+    prototype_pointers: int = 2  # MQCSAMConfig.prototype_pointers
+    moga: bool = False  # MQCSAMConfig.moga: the DAMI stage then also takes the gating pointer
+
+    def __post_init__(self) -> None:
+        counts = (self.anchor_slots, self.fifo_slots, self.prototype_slots)
+        pointers = (self.anchor_pointers, self.fifo_pointers, self.prototype_pointers)
+        if self.anchor_slots != 1 or min(counts + pointers) < 0 or self.text_tokens < 3 or self.fusion_tokens < 1:
+            raise StageContractError(
+                f"MQC geometry: expected exactly 1 anchor slot, slot and pointer counts >= 0, text_tokens >= 3 "
+                f"and fusion_tokens >= 1; got slots {counts}, pointers {pointers}, text_tokens "
+                f"{self.text_tokens}, fusion_tokens {self.fusion_tokens}"
+            )
+
+    @property
+    def memory_slots(self) -> int:
+        """N_max: anchor + FIFO + prototype slots, in this order."""
+        return self.anchor_slots + self.fifo_slots + self.prototype_slots
+
+    @property
+    def pointer_slots(self) -> int:
+        """Pointer slots: anchor + FIFO + prototype pointers, in this order."""
+        return self.anchor_pointers + self.fifo_pointers + self.prototype_pointers
+
+
+SUMMARY_ROWS = 2
+"""Rows of the quality head's feature summary: the frame mean and the target-weighted mean."""
+
+
+@dataclass(frozen=True)
 class ModelGeometry:
     """Sizes that fix every tensor shape of a SAM 2 family model."""
 
@@ -40,12 +83,18 @@ class ModelGeometry:
     num_maskmem: int = 7  # N_max slots: 1 conditioning + 6 recent (SAM 2 num_maskmem; paper N_max = 7)
     max_obj_ptrs: int = 16  # pointer slots (SAM2Base max_obj_ptrs_in_encoder)
     num_mask_tokens: int = 4  # 1 single-mask + 3 multimask outputs (MaskDecoder num_multimask_outputs=3)
+    mqc: MQCGeometry | None = None  # None: a plain SAM 2.1 model, SAM 2 mode stages only
 
     def __post_init__(self) -> None:
         if self.image_size % self.backbone_stride or self.hidden_dim % self.mem_dim:
             raise StageContractError(
                 f"geometry: image_size {self.image_size} must be a multiple of the stride "
                 f"{self.backbone_stride} and hidden_dim {self.hidden_dim} of mem_dim {self.mem_dim}"
+            )
+        if self.mqc is not None and self.mqc.fifo_slots > self.num_maskmem:
+            raise StageContractError(
+                f"geometry: {self.mqc.fifo_slots} FIFO slots need as many temporal encodings, "
+                f"the model has num_maskmem {self.num_maskmem}"
             )
 
     @property
@@ -111,7 +160,14 @@ def _f32(name: str, *shape: int | str) -> TensorSpec:
 
 
 def stage_specs(g: ModelGeometry) -> dict[str, StageSpec]:
-    """All SAM 2 mode stages for geometry `g` (text_encoder and prompt_fusion join in MQC mode)."""
+    """Every stage of geometry `g`: the SAM 2 mode stages, plus the MQC stages when `g.mqc` is set."""
+    stages = _sam2_stage_specs(g)
+    if g.mqc is not None:
+        stages.update(_mqc_stage_specs(g, g.mqc))
+    return stages
+
+
+def _sam2_stage_specs(g: ModelGeometry) -> dict[str, StageSpec]:
     s, low, hid, mem = g.feat_size, g.lowres_size, g.hidden_dim, g.mem_dim
     feat = _f32("feat", 1, hid, s, s)
     fpn0 = _f32("fpn0", 1, hid // 8, 4 * s, 4 * s)
@@ -163,6 +219,46 @@ def stage_specs(g: ModelGeometry) -> dict[str, StageSpec]:
             "memory_encoder",
             (feat, mask_lowres, object_score, TensorSpec("binarize", "bool", (1,))),
             (_f32("memory", 1, mem, s, s),),
+        ),
+    )
+    return {stage.name: stage for stage in stages}
+
+
+def _mqc_stage_specs(g: ModelGeometry, m: MQCGeometry) -> dict[str, StageSpec]:
+    """The MQC stages. Token ids come from the host tokenizer (runtime/text.py); DAMI memory
+    slots are ordered anchor, FIFO, prototypes; FIFO ages rank the FIFO slots by recency
+    (0 = newest) and select both the temporal encoding and DAMI's learnable temporal bias."""
+    s, low, hid, mem, t = g.feat_size, g.lowres_size, g.hidden_dim, g.mem_dim, m.text_tokens
+    feat = _f32("feat", 1, hid, s, s)
+    conditioned = _f32("feat_conditioned", 1, hid, s, s)
+    text_tokens = _f32("text_tokens", 1, t, hid)
+    text_mask = TensorSpec("text_mask", "bool", (1, t))
+    dami_inputs = (
+        feat,
+        _f32("memory", m.memory_slots, mem, s, s),
+        TensorSpec("memory_valid", "bool", (m.memory_slots,)),
+        TensorSpec("fifo_age", "int64", (m.fifo_slots,)),
+        _f32("obj_ptrs", m.pointer_slots, hid),
+        TensorSpec("obj_ptr_tpos", "int64", (m.pointer_slots,)),
+        TensorSpec("obj_ptr_valid", "bool", (m.pointer_slots,)),
+        TensorSpec("ptr_fifo_age", "int64", (m.fifo_pointers,)),
+    ) + ((_f32("gate_obj_ptr", 1, hid),) if m.moga else ())
+    stages = (
+        StageSpec(
+            "text_encoder",
+            (TensorSpec("input_ids", "int64", (1, t)), TensorSpec("attention_mask", "int64", (1, t))),
+            (text_tokens, text_mask, _f32("text_pooled", 1, hid)),
+        ),
+        StageSpec(
+            "prompt_fusion",
+            (conditioned, text_tokens, text_mask),
+            (_f32("sparse_prompt", 1, m.fusion_tokens, hid), _f32("dense_prompt", 1, hid, s, s)),
+        ),
+        StageSpec("dami_attention", dami_inputs, (conditioned,)),
+        StageSpec(
+            "quality_head",
+            (feat, _f32("mask_lowres", 1, 1, low, low), _f32("area_change", 1)),
+            (_f32("feat_summary", 1, SUMMARY_ROWS, hid), _f32("robustness", 1)),
         ),
     )
     return {stage.name: stage for stage in stages}

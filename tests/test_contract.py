@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mqc_edge.contract import PROMPT_TOKENS, ModelGeometry, TensorSpec, stage_specs
+from mqc_edge.contract import PROMPT_TOKENS, ModelGeometry, MQCGeometry, TensorSpec, stage_specs
 from mqc_edge.errors import StageContractError
 
 
@@ -56,3 +56,24 @@ def test_geometry_rejects_sizes_that_do_not_divide() -> None:
 def test_unknown_tensor_lists_the_known_ones() -> None:
     with pytest.raises(StageContractError, match="has no tensor 'pos'"):
         stage_specs(ModelGeometry())["image_encoder"].output("pos")
+
+
+def test_mqc_stages_join_only_with_an_mqc_geometry_and_have_static_slots() -> None:
+    plain = stage_specs(ModelGeometry(image_size=480))
+    assert not {"text_encoder", "prompt_fusion", "dami_attention", "quality_head"} & set(plain)
+    specs = stage_specs(ModelGeometry(image_size=480, mqc=MQCGeometry(fifo_slots=3, prototype_slots=3, moga=True)))
+    assert specs["text_encoder"].input("input_ids").shape == (1, 32)
+    assert specs["text_encoder"].output("text_tokens").shape == (1, 32, 256)
+    assert specs["prompt_fusion"].output("sparse_prompt").shape == (1, 2, 256)
+    dami = specs["dami_attention"]
+    assert dami.input("memory").shape == (7, 64, 30, 30) and dami.input("fifo_age").shape == (3,)
+    assert dami.input("obj_ptrs").shape == (7, 256) and dami.inputs[-1].name == "gate_obj_ptr"
+    assert specs["quality_head"].output("feat_summary").shape == (1, 2, 256)
+    assert specs["mask_decoder"] == plain["mask_decoder"]  # SAM 2 stages are untouched
+
+
+def test_mqc_geometry_rejects_a_split_the_stages_cannot_hold() -> None:
+    with pytest.raises(StageContractError, match="exactly 1 anchor slot"):
+        MQCGeometry(anchor_slots=2)
+    with pytest.raises(StageContractError, match="8 FIFO slots need as many temporal encodings"):
+        ModelGeometry(mqc=MQCGeometry(fifo_slots=8))

@@ -48,3 +48,15 @@ def run_meta_predictor(predictor, frames_dir: Path, boxes: Sequence[Sequence[flo
                 run.resident_bytes.append(resident_bytes())
             last = now
     return run
+
+
+def meta_checkpoint(weights: Path, out: Path) -> Path:
+    """Meta's `{"model": state_dict}` file from an export's weights: a SAM 2.1 state dict as is,
+    an MQC-SAM checkpoint's `sam.` tensors with the prefix removed (the rest is ours)."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(weights))
+    if any(key.startswith("sam.") for key in tensors):
+        tensors = {key.removeprefix("sam."): value for key, value in tensors.items() if key.startswith("sam.")}
+    torch.save({"model": tensors}, out)
+    return out

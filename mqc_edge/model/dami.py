@@ -18,6 +18,7 @@ key contributes exactly nothing and a bank without a valid key contributes exact
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -28,6 +29,7 @@ from sam2.modeling.position_encoding import apply_rotary_enc
 from sam2.modeling.sam.transformer import RoPEAttention
 
 from mqc_edge.errors import ConfigError
+from mqc_edge.kernels.segmented_attention import segmented_attention
 
 if TYPE_CHECKING:
     from mqc_edge.model.moga import MoGAAdapters
@@ -68,17 +70,21 @@ class MemorySplit:
     def total_pointers(self) -> int:
         return self.anchor_pointers + self.fifo_pointers + self.prototype_pointers
 
-    def slot_segments(self) -> torch.Tensor:
-        """Bank id of each memory slot, `[N_max]` int64."""
-        return _segment_ids((self.anchor, self.fifo, self.prototypes))
 
-    def pointer_segments(self) -> torch.Tensor:
-        """Bank id of each pointer slot, `[total_pointers]` int64."""
-        return _segment_ids((self.anchor_pointers, self.fifo_pointers, self.prototype_pointers))
+def _bank_order(slots: tuple[int, ...], pointers: tuple[int, ...], hw: int, pointer_tokens: int) -> torch.Tensor:
+    """`[Nk]` permutation from SAM 2's key order (every slot's hw tokens, then every pointer's
+    tokens) to DAMI's grouping by bank (each bank's slot tokens, then its pointer tokens).
 
-
-def _segment_ids(counts: tuple[int, int, int]) -> torch.Tensor:
-    return torch.repeat_interleave(torch.arange(NUM_SEGMENTS), torch.tensor(counts))
+    Built from the static counts with aranges, not by sorting bank ids in the graph: the shapes
+    are fixed, and ONNX has no stable sort for the exporter to lower `argsort(stable=True)` to.
+    """
+    slot_end = [hw * sum(slots[: b + 1]) for b in range(NUM_SEGMENTS)]
+    pointer_end = [slot_end[-1] + pointer_tokens * sum(pointers[: b + 1]) for b in range(NUM_SEGMENTS)]
+    pieces = []
+    for bank in range(NUM_SEGMENTS):
+        pieces.append(torch.arange(slot_end[bank] - hw * slots[bank], slot_end[bank]))
+        pieces.append(torch.arange(pointer_end[bank] - pointer_tokens * pointers[bank], pointer_end[bank]))
+    return torch.cat(pieces)
 
 
 class DAMIMemory(NamedTuple):
@@ -92,49 +98,6 @@ class DAMIMemory(NamedTuple):
     pointer_pos: torch.Tensor  # [B, N_ptr, T, C_mem] temporal encoding of the pointers
     pointer_valid: torch.Tensor  # [B, N_ptr] bool
     pointer_fifo_age: torch.Tensor  # [B, split.fifo_pointers] int64, as fifo_age for FIFO pointers
-
-
-def segmented_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    key_valid: torch.Tensor,
-    key_bias: torch.Tensor,
-    segment_lengths: tuple[int, ...],
-    segment_weights: torch.Tensor,
-) -> torch.Tensor:
-    """DAMI attention: one softmax per segment over its valid keys, read-outs summed with weights.
-
-    q `[B, h, Nq, d]`; k, v `[B, h, Nk, d]` grouped by segment (the first `segment_lengths[0]` keys
-    are segment 0, and so on); key_valid `[B, Nk]` bool; key_bias `[B, Nk]`; segment_weights `[S]`
-    -> `[B, h, Nq, d]`. Each segment subtracts its own max: with one global max, a segment
-    trailing it by more than ~17 (FP16) or ~100 (FP32) in logit would underflow to 0/0. Invalid
-    keys are replaced, not multiplied, so even NaN in an invalid slot cannot leak, and an empty
-    segment gives zero.
-    """
-    out = torch.zeros_like(q)
-    start = 0
-    for weight, length in zip(segment_weights, segment_lengths):
-        keys = slice(start, start + length)
-        start += length
-        if length == 0:  # a bank with no slots at all (static): nothing to read
-            continue
-        out = out + weight * _masked_attention(q, k[:, :, keys], v[:, :, keys], key_valid[:, keys], key_bias[:, keys])
-    return out
-
-
-def _masked_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_valid: torch.Tensor, key_bias: torch.Tensor
-) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v over the valid keys only; all zeros when none is valid."""
-    logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + key_bias[:, None, None, :]
-    valid = key_valid[:, None, None, :]
-    masked = torch.where(valid, logits, -torch.inf)
-    peak = masked.amax(dim=-1, keepdim=True)
-    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
-    numerator = torch.exp(masked - peak)
-    denominator = numerator.sum(dim=-1, keepdim=True).clamp(min=torch.finfo(logits.dtype).tiny)
-    return (numerator / denominator) @ torch.where(key_valid[:, None, :, None], v, torch.zeros_like(v))
 
 
 class _Keys(NamedTuple):
@@ -159,8 +122,7 @@ class DAMIMemoryAttention(nn.Module):
         self.segment_weights = nn.Parameter(torch.ones(NUM_SEGMENTS))  # w1..w3, paper init 1.0
         # one bias per FIFO recency rank, shared by a frame's memory and its pointer; paper init 0
         self.fifo_bias = nn.Parameter(torch.zeros(max(split.fifo, split.fifo_pointers)))
-        self.register_buffer("slot_segments", split.slot_segments(), persistent=False)
-        self.register_buffer("pointer_segments", split.pointer_segments(), persistent=False)
+        self.rope: Callable | None = None  # None: sam2's complex RoPE; export sets kernels.rope.RealAxialRope
 
     def forward(
         self,
@@ -198,9 +160,9 @@ class DAMIMemoryAttention(nn.Module):
 
         slot_bias = self._bias(memory.fifo_age, split.anchor, split.prototypes)
         pointer_bias = self._bias(memory.pointer_fifo_age, split.anchor_pointers, split.prototype_pointers)
-        order = torch.argsort(per_token(self.slot_segments, self.pointer_segments), stable=True)
         slots = (split.anchor, split.fifo, split.prototypes)
         pointers = (split.anchor_pointers, split.fifo_pointers, split.prototype_pointers)
+        order = _bank_order(slots, pointers, hw, pointer_tokens)
         return _Keys(
             memory=torch.cat([memory.features.flatten(1, 2), memory.pointers.flatten(1, 2)], dim=1),
             pos=torch.cat([memory.pos.flatten(1, 2), memory.pointer_pos.flatten(1, 2)], dim=1),
@@ -239,7 +201,7 @@ class DAMIMemoryAttention(nn.Module):
         q = _split_heads(project("q", attn.q_proj, query_in), attn.num_heads)
         k = _split_heads(project("k", attn.k_proj, key_in), attn.num_heads)
         v = _split_heads(project("v", attn.v_proj, keys.memory), attn.num_heads)
-        q, k = _apply_rope(attn, q, k, keys.num_pointer_tokens)
+        q, k = _apply_rope(attn, q, k, keys.num_pointer_tokens, self.rope)
         k, v = k[:, :, keys.order], v[:, :, keys.order]
         out = segmented_attention(q, k, v, keys.valid, keys.bias, keys.lengths, self.segment_weights)
         return attn.out_proj(out.transpose(1, 2).flatten(2))
@@ -259,17 +221,20 @@ def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 def _apply_rope(
-    attn: RoPEAttention, q: torch.Tensor, k: torch.Tensor, num_pointer_tokens: int
+    attn: RoPEAttention, q: torch.Tensor, k: torch.Tensor, num_pointer_tokens: int, rope: Callable | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM 2's axial RoPE: queries and every slot's spatial keys share the query grid; pointers get none.
 
     Uses the layer's own frequency table, rebuilt for a non-default square grid exactly as
     `RoPEAttention.forward` does (SAM 2 assumes a square stride-16 map).
     """
-    side = math.sqrt(q.shape[-2])
-    if attn.freqs_cis.shape[0] != q.shape[-2]:
-        attn.freqs_cis = attn.compute_cis(end_x=side, end_y=side)
-    attn.freqs_cis = attn.freqs_cis.to(q.device)
     num_rope = k.shape[-2] - num_pointer_tokens
-    q, k_spatial = apply_rotary_enc(q, k[:, :, :num_rope], freqs_cis=attn.freqs_cis, repeat_freqs_k=True)
+    if rope is not None:  # the export's real-valued tables (kernels/rope.py)
+        q, k_spatial = rope(attn, q, k[:, :, :num_rope])
+    else:
+        side = math.sqrt(q.shape[-2])
+        if attn.freqs_cis.shape[0] != q.shape[-2]:
+            attn.freqs_cis = attn.compute_cis(end_x=side, end_y=side)
+        attn.freqs_cis = attn.freqs_cis.to(q.device)
+        q, k_spatial = apply_rotary_enc(q, k[:, :, :num_rope], freqs_cis=attn.freqs_cis, repeat_freqs_k=True)
     return q, torch.cat([k_spatial, k[:, :, num_rope:]], dim=2)

@@ -22,6 +22,8 @@ SAM21_CONFIGS = {
     "base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
     "large": "configs/sam2.1/sam2.1_hiera_l.yaml",
 }
+SAM21_CONFIG_NAMES = {Path(config).stem: variant for variant, config in SAM21_CONFIGS.items()}
+"""Config file stem (the CLI's --model-config, e.g. sam2.1_hiera_t) -> variant."""
 
 
 def build_sam21(

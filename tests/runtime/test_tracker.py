@@ -32,14 +32,14 @@ def test_frames_must_keep_the_video_size_and_format(backend) -> None:
 
 
 def test_mask_and_points_together_are_refused(backend) -> None:
-    with pytest.raises(PromptError, match="not both"):
+    with pytest.raises(PromptError, match="got box and mask"):
         Tracker(backend).start(FRAME, box=[1, 2, 3, 4], mask=np.ones((90, 120), bool))
 
 
 def test_results_carry_frame_size_outputs_and_per_stage_timings(backend) -> None:
     tracker = Tracker(backend)
-    first = tracker.start(FRAME, points=[[60, 45]], labels=[1])
-    results = [tracker.step(np.roll(FRAME, shift, axis=1)) for shift in range(1, 8)]
+    [first] = tracker.start(FRAME, points=[[60, 45]], labels=[1])
+    results = [result for shift in range(1, 8) for result in tracker.step(np.roll(FRAME, shift, axis=1))]
     assert first.frame_index == 0 and [r.frame_index for r in results] == list(range(1, 8))
     for result in [first, *results]:
         assert result.logits.shape == result.mask.shape == (90, 120)
@@ -53,9 +53,11 @@ def test_results_carry_frame_size_outputs_and_per_stage_timings(backend) -> None
     assert bank.memory.shape[0] == 7 and sorted(bank.memory_frames[1:]) == list(range(2, 8))
 
 
-def test_config_rejects_unknown_mode() -> None:
-    with pytest.raises(ConfigError, match="expected 'sam2', got 'mqc'"):
-        TrackerConfig(mode="mqc")
+def test_config_rejects_unknown_mode_and_a_plain_sam_model_in_mqc_mode(backend) -> None:
+    with pytest.raises(ConfigError, match=r"expected one of \('sam2', 'mqc'\), got 'xmem'"):
+        TrackerConfig(mode="xmem")
+    with pytest.raises(ConfigError, match="plain SAM 2.1 checkpoint runs mode 'sam2' only"):
+        Tracker(backend, TrackerConfig(mode="mqc"))
 
 
 def test_run_video_writes_masks_logits_and_results(backend, tmp_path) -> None:
@@ -70,6 +72,7 @@ def test_run_video_writes_masks_logits_and_results(backend, tmp_path) -> None:
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert count == 3 and [line["frame"] for line in lines] == ["00000", "00001", "00002"]
     assert [line["frame_index"] for line in lines] == [0, 1, 2] and "image_encoder" in lines[1]["timings_ms"]
+    assert all(line["object_present"] == (line["object_score"] > 0) and line["flags"] == [] for line in lines)
     logits = np.load(tmp_path / "logits" / "00002.npy")
     mask = np.asarray(Image.open(tmp_path / "masks" / "00002.png"))
     assert logits.shape == mask.shape == (90, 120)

@@ -1,0 +1,83 @@
+"""Benchmark reports: `report.json` (the numbers), `report.md` (for people), PNG plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mqc_edge.atomic import write_atomically, write_text_atomically
+from mqc_edge.benchmarks.tracker_contestant import ORCHESTRATION
+
+
+def markdown(report: dict) -> str:
+    """The report as markdown tables: contestants, then per-stage latency against the floor."""
+    lines = [f"# mqc-edge benchmark ({report['config']['mode']} mode, {report['config']['frames']} frames, "
+             f"{report['config']['threads']} threads)", "",
+             f"MatMul peak measured in this run: {report['peak']['matmul_gflops_median']:.0f} GFLOP/s (median).", "",
+             "| contestant | ms/frame p50 | p90 | p99 | FPS | first mask ms | orchestration | speedup vs SAM 2 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    speedups = report.get("speedup_vs_sam2", {})
+    for name, summary in report["contestants"].items():
+        frame = summary["ms_per_frame"]
+        overhead = summary.get("orchestration_fraction")
+        lines.append(
+            f"| {name} | {frame['p50']:.1f} | {frame['p90']:.1f} | {frame['p99']:.1f} | {summary['fps']:.2f} | "
+            f"{summary['first_mask_ms']['p50']:.0f} | {'' if overhead is None else f'{100 * overhead:.1f}%'} | "
+            f"{'' if name not in speedups else f'{speedups[name]:.2f}x'} |")
+    lines += ["", "| contestant | stage | ms p50 | p90 | p99 | GFLOP | GFLOP/s | fraction of floor |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, summary in report["contestants"].items():
+        for stage, stats in summary["stages"].items():
+            cost = report["stage_costs"].get(stage)
+            efficiency = summary["stage_efficiency"].get(stage)
+            extra = ("| | |" if cost is None else
+                     f"| {cost['gflop']:.2f} | {efficiency['achieved_gflops']:.0f} | {efficiency['fraction_of_floor']:.2f} |")
+            lines.append(f"| {name} | {stage} | {stats['p50']:.2f} | {stats['p90']:.2f} | {stats['p99']:.2f} {extra}")
+    return "\n".join(lines) + "\n"
+
+
+def _plot_stages(report: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 4))
+    stage_names = list(dict.fromkeys(stage for summary in report["contestants"].values()
+                                     for stage in summary["stages"] or ["whole frame"]))
+    colours = {stage: f"C{index % 10}" for index, stage in enumerate(stage_names)}
+    for position, summary in enumerate(report["contestants"].values()):
+        bottom = 0.0
+        for stage, stats in (summary["stages"] or {"whole frame": summary["ms_per_frame"]}).items():
+            axes.bar(position, stats["p50"], bottom=bottom, color=colours[stage],
+                     hatch="//" if stage == ORCHESTRATION else None)
+            bottom += stats["p50"]
+    axes.legend([plt.Rectangle((0, 0), 1, 1, color=colours[stage]) for stage in stage_names], stage_names, fontsize=7)
+    axes.set_xticks(range(len(report["contestants"])), list(report["contestants"]), rotation=15)
+    axes.set_ylabel("ms per frame (p50 per stage)")
+    figure.tight_layout()
+    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=100))
+    plt.close(figure)
+
+
+def _plot_memory(report: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name, summary in report["contestants"].items():
+        axes.plot(range(1, len(summary["resident_mb_by_frame"]) + 1), summary["resident_mb_by_frame"], label=name)
+    axes.set_xlabel("tracked frames")
+    axes.set_ylabel("resident host memory, MiB")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=100))
+    plt.close(figure)
+
+
+def write_report(report: dict, out_dir: Path) -> None:
+    """report.json, report.md, stages.png, memory.png under `out_dir`, each written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out_dir = Path(out_dir)
+    write_text_atomically(out_dir / "report.json", json.dumps(report, indent=1))
+    write_text_atomically(out_dir / "report.md", markdown(report))
+    _plot_stages(report, out_dir / "stages.png")
+    _plot_memory(report, out_dir / "memory.png")

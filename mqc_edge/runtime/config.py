@@ -1,0 +1,45 @@
+"""How the Tracker drives the stages, in one frozen configuration (DESIGN section 5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mqc_edge.errors import ConfigError
+from mqc_edge.runtime.gates import GateConfig
+from mqc_edge.runtime.tmcc import TMCCConfig
+
+MODES = ("sam2", "mqc")
+ROBUSTNESS_SCORERS = ("learned", "formula")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Defaults of the SAM 2 fields reproduce Meta's SAM2VideoPredictor; the MQC fields are
+    used in mode "mqc" only."""
+
+    mode: str = "sam2"  # "sam2": SAM 2's memory selection (Meta parity); "mqc": TMCC + DAMI (CroBIM-V)
+    fill_hole_area: int = 8  # build_sam.py video predictor override; 0 = Meta without its sam2._C extension
+    multimask_for_tracking: bool = True  # sam2.1_hiera_*.yaml multimask_output_for_tracking
+    multimask_min_points: int = 0  # sam2.1_hiera_*.yaml multimask_min_pt_num (a box counts 2 points)
+    multimask_max_points: int = 1  # sam2.1_hiera_*.yaml multimask_max_pt_num
+    binarize_prompted_memory: bool = True  # build_sam.py override binarize_mask_from_pts_for_mem_enc
+    tmcc: TMCCConfig | None = field(default_factory=TMCCConfig)  # None: no calibration, no start-up delay
+    gates: GateConfig = field(default_factory=GateConfig)  # DAMI write gates (runtime/gates.py)
+    robustness: str = "learned"  # S_robust: the model's trained scorer, or gates.robustness_score's formula
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"tracker mode: expected one of {MODES}, got {self.mode!r}")
+        if self.fill_hole_area < 0:
+            raise ConfigError(f"fill_hole_area: expected >= 0, got {self.fill_hole_area}")
+        if self.robustness not in ROBUSTNESS_SCORERS:
+            raise ConfigError(f"robustness: expected one of {ROBUSTNESS_SCORERS}, got {self.robustness!r}")
+        if self.mode == "mqc" and self.gates.weighting != "sigmoid":
+            raise ConfigError(
+                f"gates.weighting: the memory_encoder stage weights memory by sigmoid(logits) only, "
+                f"got {self.gates.weighting!r}"
+            )
+
+    def multimask(self, num_points: int) -> bool:
+        """SAM 2's `_use_multimask` (multimask_output_in_sam is on in every SAM 2.1 config)."""
+        return self.multimask_min_points <= num_points <= self.multimask_max_points

@@ -1,0 +1,65 @@
+"""Where a model comes from, resolved in one place: which backend runs its stages, and the host
+tokenizer for its text prompts.
+
+The source is a checkpoint run by the torch backend, or an export directory run by
+onnxruntime (or by torch from the weights it keeps), so the CLI and the Python API never branch on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mqc_edge.errors import ConfigError
+from mqc_edge.runtime.backend import StageBackend, load_backend
+from mqc_edge.runtime.manifest import MANIFEST_NAME, load_manifest
+from mqc_edge.runtime.text import TextTokenizer
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A loaded model: its stage backend, its tokenizer (None without a text encoder), what it is."""
+
+    backend: StageBackend
+    tokenizer: TextTokenizer | None
+    description: str  # one line for the user: file, kind, parts that start untrained
+
+
+def load_model_source(
+    checkpoint: Path,
+    backend: str = "torch",
+    model_config: str | None = None,
+    image_size: int | None = None,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> ModelSource:
+    """Load `checkpoint` (mqc-edge .safetensors, or Meta's SAM 2.1 .pt / .safetensors with
+    `model_config` and `image_size`, or an `mqc-edge export` directory) on the named backend."""
+    checkpoint = Path(checkpoint)
+    if (checkpoint / MANIFEST_NAME).is_file():
+        options = _export_options(checkpoint, backend, device)
+    elif backend != "torch":
+        raise ConfigError(
+            f"backend {backend!r} runs an export directory; {checkpoint} is not one (run `mqc-edge export`)"
+        )
+    else:
+        options = {"checkpoint": checkpoint, "model_config": model_config, "image_size": image_size, "device": device}
+    stage_backend = load_backend(backend, threads=threads, **options)
+    mqc = stage_backend.geometry.mqc
+    tokenizer_file = getattr(stage_backend, "tokenizer_file", None)
+    tokenizer = TextTokenizer(tokenizer_file, mqc.text_tokens) if mqc is not None and tokenizer_file else None
+    return ModelSource(stage_backend, tokenizer, getattr(stage_backend, "description", str(checkpoint)))
+
+
+def _export_options(export_dir: Path, backend: str, device: str) -> dict[str, object]:
+    """An export directory gives its graphs to the graph backends and its source weights to torch,
+    so `--backend torch` on it is the reference the graphs were checked against."""
+    if backend != "torch":
+        return {"export_dir": export_dir}
+    manifest = load_manifest(export_dir)
+    return {
+        "checkpoint": manifest.file("weights"),
+        "variant": manifest.content["model"]["sam2_variant"],
+        "image_size": manifest.geometry.image_size,
+        "device": device,
+    }

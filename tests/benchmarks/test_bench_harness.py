@@ -1,0 +1,33 @@
+"""`mqc-edge bench` end to end on the session's tiny export: every contestant measured, the
+report consistent with itself, the cost model read from the exported graphs."""
+
+import json
+
+from mqc_edge.cli import main
+
+
+def test_bench_runs_every_contestant_and_writes_a_consistent_report(exported, tmp_path, capsys):
+    export_dir = exported[0]
+    out = tmp_path / "bench"
+    code = main(["bench", str(export_dir), "--out", str(out), "--frames", "5", "--repeats", "2", "--threads", "1",
+                 "--vs-pytorch", "--vs-sam2", "--clip-size", "160"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    contestants = report["contestants"]
+    assert set(contestants) == {"mqc-edge/onnxruntime", "mqc-edge/torch", "meta-sam2-predictor"}
+    for name, summary in contestants.items():
+        assert summary["ms_per_frame"]["n"] == 2 * 4, name  # 2 repeats x 4 tracked frames
+        assert summary["ms_per_frame"]["p50"] <= summary["ms_per_frame"]["p90"] <= summary["ms_per_frame"]["p99"]
+        assert len(summary["resident_mb_by_frame"]) == 4
+    ours = contestants["mqc-edge/onnxruntime"]
+    stage_sum = sum(stats["p50"] for stats in ours["stages"].values())
+    assert 0.5 < stage_sum / ours["ms_per_frame"]["p50"] < 1.5  # stages + overhead account for the frame
+    assert {"image_encoder", "memory_attention", "mask_decoder", "memory_encoder", "orchestration"} <= set(ours["stages"])
+    assert report["stage_costs"]["image_encoder"]["gflop"] > report["stage_costs"]["mask_decoder"]["gflop"] > 0
+    efficiency = ours["stage_efficiency"]["image_encoder"]
+    expected = report["stage_costs"]["image_encoder"]["gflop"] / (ours["stages"]["image_encoder"]["p50"] / 1e3)
+    assert abs(efficiency["achieved_gflops"] - expected) < 1e-3 * expected  # the report rounds ms to 0.001
+    meta_ms = contestants["meta-sam2-predictor"]["ms_per_frame"]["p50"]
+    assert abs(report["speedup_vs_sam2"]["mqc-edge/onnxruntime"] - meta_ms / ours["ms_per_frame"]["p50"]) < 1e-9
+    assert "speedup vs SAM 2" in capsys.readouterr().out
+    assert (out / "stages.png").is_file() and (out / "memory.png").is_file()

@@ -1,0 +1,59 @@
+"""DAMI slots: fixed anchor, FIFO eviction of the oldest write, prototypes replaced only by a better score."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mqc_edge.runtime.dami_memory import (
+    EMPTY,
+    bank_slots,
+    dami_inputs,
+    new_dami_bank,
+    recency_rank,
+    register_anchor,
+    register_fifo,
+    register_prototype,
+)
+
+
+def _value(backend, name: str, fill: float) -> np.ndarray:
+    spec = backend.specs["dami_attention"].input(name)
+    return np.full((1, *spec.shape[1:]), fill, np.float32)
+
+
+def test_prototypes_fill_then_replace_only_the_lowest_score_by_a_higher_one(fake_backend) -> None:
+    bank = new_dami_bank(fake_backend)
+    slots, _ = bank_slots(fake_backend.geometry.mqc, "prototypes")
+
+    def add(frame: int, score: float) -> bool:
+        memory, ptr = _value(fake_backend, "memory", frame), _value(fake_backend, "obj_ptrs", frame)
+        return register_prototype(bank, fake_backend, frame, memory, ptr, score)
+
+    assert add(3, 0.7) and add(5, 0.6)
+    assert not add(8, 0.55), "a worse prototype must not evict a better one"
+    assert add(9, 0.9)
+    assert sorted(bank.memory_frames[slots].tolist()) == [3, 9]
+    assert sorted(bank.memory_scores[slots].tolist()) == [0.7, 0.9]
+    assert bank.memory[slots.start : slots.stop, 0, 0, 0].tolist() == bank.memory_frames[slots].tolist()
+
+
+def test_fifo_keeps_the_newest_writes_and_the_anchor_stays(fake_backend) -> None:
+    bank = new_dami_bank(fake_backend)
+    m = fake_backend.geometry.mqc
+    register_anchor(bank, fake_backend, 0, _value(fake_backend, "memory", 0), _value(fake_backend, "obj_ptrs", 0))
+    for frame in range(1, 12):
+        register_fifo(bank, fake_backend, frame, _value(fake_backend, "memory", frame),
+                      _value(fake_backend, "obj_ptrs", frame))
+    anchor, _ = bank_slots(m, "anchor")
+    fifo, fifo_ptrs = bank_slots(m, "fifo")
+    assert bank.memory_frames[anchor].tolist() == [0]
+    assert sorted(bank.memory_frames[fifo].tolist()) == list(range(12 - m.fifo_slots, 12))
+    inputs = dami_inputs(bank, 40, fake_backend.geometry)
+    newest_first = np.argsort(-bank.memory_frames[fifo])
+    assert inputs["fifo_age"][newest_first].tolist() == list(range(m.fifo_slots))
+    assert inputs["memory_valid"].tolist() == [True] * (1 + m.fifo_slots) + [False] * m.prototype_slots
+    assert inputs["obj_ptr_tpos"].max() == fake_backend.geometry.max_obj_ptrs - 1  # 40 frames back, clipped
+
+
+def test_recency_rank_ignores_empty_slots() -> None:
+    assert recency_rank(np.array([4, EMPTY, 9, 1])).tolist() == [1, 0, 0, 2]

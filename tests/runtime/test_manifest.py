@@ -1,0 +1,24 @@
+"""manifest.json helpers, torch-free: geometry and signatures survive JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mqc_edge.contract import MQCGeometry, ModelGeometry, stage_specs
+from mqc_edge.errors import ManifestMismatchError
+from mqc_edge.runtime.manifest import geometry_from_json, geometry_to_json, load_manifest, signature
+
+
+@pytest.mark.parametrize("geometry", [ModelGeometry(image_size=256), ModelGeometry(mqc=MQCGeometry(text_tokens=16))])
+def test_geometry_and_signatures_survive_json(geometry: ModelGeometry) -> None:
+    again = geometry_from_json(json.loads(json.dumps(geometry_to_json(geometry))))
+    assert again == geometry
+    for name, spec in stage_specs(geometry).items():
+        assert json.loads(json.dumps(signature(spec))) == signature(stage_specs(again)[name])
+
+
+def test_a_folder_without_manifest_is_not_an_export(tmp_path) -> None:
+    with pytest.raises(ManifestMismatchError, match="manifest.json: no such file; expected an `mqc-edge export`"):
+        load_manifest(tmp_path)
