@@ -67,7 +67,7 @@ class ContestantResults:
 def _tracker_factory(config: BenchConfig, backend: str) -> Callable[[], Tracker]:
     source = load_model_source(config.model_dir, backend=backend, threads=config.threads)
     tracker_config = TrackerConfig(mode=config.mode)
-    return lambda: Tracker(source.backend, tracker_config, source.tokenizer)
+    return lambda: Tracker(source.backend, tracker_config, source.tokenizer, source.text_cache)
 
 
 def _meta_runner(config: BenchConfig, clip: BenchClip, scratch: Path) -> Callable[[], ContestantRun]:

@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from mqc_edge.errors import ConfigError
 from mqc_edge.runtime.backend import StageBackend, load_backend
 from mqc_edge.runtime.manifest import MANIFEST_NAME, load_manifest
 from mqc_edge.runtime.text import TextTokenizer
+from mqc_edge.runtime.text_cache import load_text_embeddings
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class ModelSource:
 
     backend: StageBackend
     tokenizer: TextTokenizer | None
+    text_cache: dict[str, dict[str, np.ndarray]] | None  # precomputed texts of an export (`--texts`)
     description: str  # one line for the user: file, kind, parts that start untrained
 
 
@@ -48,7 +52,9 @@ def load_model_source(
     mqc = stage_backend.geometry.mqc
     tokenizer_file = getattr(stage_backend, "tokenizer_file", None)
     tokenizer = TextTokenizer(tokenizer_file, mqc.text_tokens) if mqc is not None and tokenizer_file else None
-    return ModelSource(stage_backend, tokenizer, getattr(stage_backend, "description", str(checkpoint)))
+    texts_file = load_manifest(checkpoint).file("texts") if (checkpoint / MANIFEST_NAME).is_file() else None
+    text_cache = load_text_embeddings(texts_file) if texts_file is not None else None
+    return ModelSource(stage_backend, tokenizer, text_cache, getattr(stage_backend, "description", str(checkpoint)))
 
 
 def _export_options(export_dir: Path, backend: str, device: str) -> dict[str, object]:

@@ -7,6 +7,7 @@ modes prompt, decode, encode memory and build results the same way. Torch-free.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,12 +19,23 @@ from mqc_edge.runtime.postprocess import fill_holes, upsample_logits
 from mqc_edge.runtime.preprocess import preprocess_frame
 from mqc_edge.runtime.prompts import PointPrompt, mask_prompt_input, point_prompt
 from mqc_edge.runtime.results import FrameResult
-from mqc_edge.runtime.text import TextTokenizer
+from mqc_edge.runtime.text import TextSource
+from mqc_edge.runtime.text_cache import cached_embedding
 
 MASK_PROMPT_SCORE = 10.0
 """Object score logit of a frame prompted with a non-empty mask (sam2_base.py `_use_mask_as_output`)."""
 
 Timings = dict[str, float]
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    """A frame with its image_encoder outputs: computed once, then read by every object tracked
+    on it (runtime/multi_tracker.py), since the image encoder does not depend on the object."""
+
+    rgb: np.ndarray  # uint8 [H, W, 3]; TMCC's flow reads the pixels
+    features: dict[str, Handle]  # image_encoder outputs (fpn0, fpn1, feat)
+    timings: Timings  # preprocess and image_encoder ms; each object's result starts from a copy
 
 
 class StageCalls:
@@ -52,11 +64,12 @@ class StageCalls:
     def flag(self, value: bool) -> Handle:
         return self.host(np.array([value]))
 
-    def encode(self, frame: np.ndarray, timings: Timings) -> dict[str, Handle]:
+    def encode_frame(self, frame: np.ndarray) -> EncodedFrame:
+        timings: Timings = {}
         begin = time.perf_counter()
         image = self.host(preprocess_frame(frame, self.geometry.image_size))
         timings["preprocess"] = 1e3 * (time.perf_counter() - begin)
-        return self.run("image_encoder", timings, image=image)
+        return EncodedFrame(frame, self.run("image_encoder", timings, image=image), timings)
 
     def prompt(self, prompt: PointPrompt, mask: np.ndarray | None, timings: Timings) -> dict[str, Handle]:
         spec = stage_specs(self.geometry)["prompt_encoder"].input("mask_prompt")
@@ -91,14 +104,14 @@ class StageCalls:
         return self.prompt(PointPrompt.empty(TRACKING_PROMPT_TOKENS), mask_input, timings)["mask_prompt_lowres"]
 
     def decode_first_frame(self, features: dict[str, Handle], frame_size: tuple[int, int], prompts: dict[str, object],
-                           tokenizer: TextTokenizer | None, timings: Timings) -> dict[str, Handle]:
+                           text_source: TextSource, timings: Timings) -> dict[str, Handle]:
         """The prompted frame: text (MQC), a mask, or a box and/or points (SAM 2's prompt path)."""
         text, mask = prompts.get("text"), prompts.get("mask")
         given = [name for name in ("text", "box", "points", "mask") if prompts.get(name) is not None]
         if len(given) > 1 and (text is not None or mask is not None):
             raise PromptError(f"prompt: give a text, a mask, or a box and/or points; got {' and '.join(given)}")
         if text is not None:
-            return self._decode_text_prompt(features, str(text), tokenizer, timings)
+            return self._decode_text_prompt(features, str(text), text_source, timings)
         if mask is not None:
             return self._decode_mask_prompt(features, mask_prompt_input(mask, frame_size, self.geometry), timings)
         prompt = point_prompt(
@@ -108,22 +121,31 @@ class StageCalls:
         conditioned = self.run("no_memory", timings, feat=features["feat"])["feat_conditioned"]
         return self.decode(conditioned, features, encoded, self.config.multimask(prompt.num_points), timings)
 
-    def _decode_text_prompt(self, features: dict[str, Handle], text: str, tokenizer: TextTokenizer | None,
+    def _decode_text_prompt(self, features: dict[str, Handle], text: str, text_source: TextSource,
                             timings: Timings) -> dict[str, Handle]:
         """CroBIM-V frame 0: text encoder -> fusion with the no-memory features -> SAM decoder
         (multimask, as `MQCSAM.segment_first_frame_from_text`; no points count as 0)."""
-        if self.geometry.mqc is None or tokenizer is None:
+        if self.geometry.mqc is None:
             raise ConfigError(
                 "text prompt: this model has no text encoder (a plain SAM 2.1 model); give a box, points or a mask"
             )
-        tokens = tokenizer.encode(text)
-        encoded = self.run("text_encoder", timings, **{name: self.host(array) for name, array in tokens.items()})
+        encoded = self._encode_text(text, text_source, timings)
         conditioned = self.run("no_memory", timings, feat=features["feat"])["feat_conditioned"]
         fused = self.run(
             "prompt_fusion", timings, feat_conditioned=conditioned, text_tokens=encoded["text_tokens"],
             text_mask=encoded["text_mask"],
         )
         return self.decode(conditioned, features, fused, self.config.multimask(0), timings)
+
+    def _encode_text(self, text: str, text_source: TextSource, timings: Timings) -> dict[str, Handle]:
+        """The text_encoder stage's outputs: precomputed at export when the text is known (no
+        tokenizer or BERT needed on board), else tokenised here and run through the stage."""
+        if text_source.cache is not None and (text in text_source.cache or text_source.tokenizer is None):
+            return {name: self.host(array) for name, array in cached_embedding(text_source.cache, text).items()}
+        if text_source.tokenizer is None:
+            raise ConfigError("text prompt: no tokenizer and no precomputed texts in this model directory")
+        tokens = text_source.tokenizer.encode(text)
+        return self.run("text_encoder", timings, **{name: self.host(array) for name, array in tokens.items()})
 
     def _decode_mask_prompt(self, features: dict[str, Handle], mask: np.ndarray, timings: Timings) -> dict[str, Handle]:
         """The mask itself is the output (`use_mask_input_as_output_without_sam`); the decoder,

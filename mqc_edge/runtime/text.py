@@ -8,6 +8,7 @@ tokens is refused, never truncated, because a cut expression can name another ob
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +49,12 @@ class TextTokenizer:
         attention_mask = np.zeros((1, self.max_tokens), np.int64)
         attention_mask[0, : len(ids)] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+@dataclass(frozen=True)
+class TextSource:
+    """Where a text prompt's embedding comes from: the export's precomputed texts first (known
+    prompts need neither tokenizer nor BERT on board), else the tokenizer + text_encoder stage."""
+
+    tokenizer: TextTokenizer | None
+    cache: dict[str, dict[str, np.ndarray]] | None = None  # text -> text_encoder outputs (text_cache.py)

@@ -6,6 +6,8 @@ SAM 2's video inference (sam2_video_predictor.py `add_new_points_or_box` / `add_
 In "mqc" mode (runtime/mqc_mode.py) TMCC holds frame 0 back until its window is full, so
 `start` and `step` return what is ready (possibly nothing) and `finish` flushes the rest.
 The Tracker reads only small arrays from the backend: low-resolution logits, scores.
+`start_encoded` / `step_encoded` take a frame already through the image encoder, so that
+several objects share one encoding per frame (runtime/multi_tracker.py).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from mqc_edge.runtime.memory import (
 from mqc_edge.runtime.mqc_mode import MQCState, flush_mqc, start_mqc, step_mqc
 from mqc_edge.runtime.preprocess import check_frame
 from mqc_edge.runtime.results import FrameResult
-from mqc_edge.runtime.stage_calls import StageCalls, Timings
-from mqc_edge.runtime.text import TextTokenizer
+from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls
+from mqc_edge.runtime.text import TextSource, TextTokenizer
 
 
 @dataclass
@@ -50,11 +52,12 @@ class Tracker:
     """Owns one video's state; `start` on the prompted frame, `step` per frame, `finish` at the end."""
 
     def __init__(self, backend: StageBackend, config: TrackerConfig | None = None,
-                 tokenizer: TextTokenizer | None = None) -> None:
+                 tokenizer: TextTokenizer | None = None,
+                 text_cache: dict[str, dict[str, np.ndarray]] | None = None) -> None:
         self.backend = backend
         self.config = config or TrackerConfig()
         self.geometry = backend.geometry
-        self.tokenizer = tokenizer
+        self.text_source = TextSource(tokenizer, text_cache)
         if self.config.mode == "mqc" and self.geometry.mqc is None:
             raise ConfigError(
                 "tracker mode 'mqc': the model has no MQC stages (text encoder, fusion, DAMI); "
@@ -67,17 +70,22 @@ class Tracker:
               labels: object = None, mask: object = None) -> list[FrameResult]:
         """Segment the prompted frame (index 0) from a text (MQC mode), a box and/or points, or a mask."""
         check_frame(frame0, "0")
+        return self.start_encoded(self.calls.encode_frame(frame0), text, box, points, labels, mask)
+
+    def start_encoded(self, frame0: EncodedFrame, text: str | None = None, box: object = None, points: object = None,
+                      labels: object = None, mask: object = None) -> list[FrameResult]:
+        """`start` on a checked frame whose image_encoder outputs are computed (shared by several objects)."""
         if self.config.mode == "sam2" and text is not None:
             raise PromptError("text prompt: SAM 2 mode has no text path; use mode 'mqc' or a box, points or mask")
-        frame_size = frame0.shape[:2]
-        timings: Timings = {}
-        features = self.calls.encode(frame0, timings)
+        frame_size = frame0.rgb.shape[:2]
+        timings = dict(frame0.timings)
+        features = frame0.features
         prompts = {"text": text, "box": box, "points": points, "labels": labels, "mask": mask}
-        decoded = self.calls.decode_first_frame(features, frame_size, prompts, self.tokenizer, timings)
+        decoded = self.calls.decode_first_frame(features, frame_size, prompts, self.text_source, timings)
         tracking_prompt = self.calls.tracking_prompt(timings)
         if self.config.mode == "mqc":
             self.state = MQCState(0, frame_size, new_dami_bank(self.backend), tracking_prompt, pending=None)
-            return start_mqc(self.calls, self.state, frame0, features, decoded, timings)
+            return start_mqc(self.calls, self.state, frame0.rgb, features, decoded, timings)
         mask_handle, lowres = self.calls.hole_filled(decoded["mask_lowres"])
         memory = self.calls.encode_memory(features, mask_handle, decoded["object_score"],
                                           self.config.binarize_prompted_memory, timings)
@@ -88,25 +96,34 @@ class Tracker:
 
     def step(self, frame: np.ndarray) -> list[FrameResult]:
         """Take the next frame; return the frames whose results are ready (in order)."""
+        self.check_next(frame)
+        return self.step_encoded(self.calls.encode_frame(frame))
+
+    def check_next(self, frame: np.ndarray) -> None:
+        """The next frame must be uint8 RGB of the video's size: memory features are spatial."""
         state = self._started()
         index = state.next_index
         check_frame(frame, str(index))
         if frame.shape[:2] != state.frame_size:
             raise BadFrameError(f"frame {index}: expected size {state.frame_size}, got {frame.shape[:2]}")
+
+    def step_encoded(self, frame: EncodedFrame) -> list[FrameResult]:
+        """`step` on a frame that passed `check_next` and whose image_encoder outputs are computed."""
+        state = self._started()
         if isinstance(state, MQCState):
             return step_mqc(self.calls, state, frame)
-        return [self._step_sam2(state, index, frame)]
+        return [self._step_sam2(state, state.next_index, frame)]
 
     def finish(self) -> list[FrameResult]:
         """End of the video: emit what is still held back (MQC start-up on a short video)."""
         state = self._started()
         return flush_mqc(self.calls, state) if isinstance(state, MQCState) else []
 
-    def _step_sam2(self, state: TrackerState, index: int, frame: np.ndarray) -> FrameResult:
+    def _step_sam2(self, state: TrackerState, index: int, frame: EncodedFrame) -> FrameResult:
         """Segment the next frame from memory, then register it in memory (unless non-finite)."""
-        timings: Timings = {}
+        timings = dict(frame.timings)
         calls = self.calls
-        features = calls.encode(frame, timings)
+        features = frame.features
         slots = attention_inputs(state.bank, index, self.geometry)
         conditioned = calls.run(
             "memory_attention", timings, feat=features["feat"], memory=state.bank.memory, obj_ptrs=state.bank.obj_ptrs,
