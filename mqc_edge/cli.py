@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mqc_edge.errors import MqcEdgeError
+from mqc_edge.errors import ConfigError, MqcEdgeError, PromptError
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -43,10 +43,35 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from mqc_edge.data.evaluate import evaluate_predictions, format_table
 
+    if args.model is not None:
+        return _eval_model(args)
     report = evaluate_predictions(pred_root=args.pred, gt_root=args.gt, out_dir=args.out, split=args.split)
     print(format_table(report))
     print(f"wrote {args.out / 'metrics.json'}")
     return 0
+
+
+def _eval_model(args: argparse.Namespace) -> int:
+    from mqc_edge.benchmarks.parity_eval import ParityEvalConfig, format_parity, run_parity_eval
+
+    config = ParityEvalConfig(model_dir=args.model, dataset=args.gt, out_dir=args.out, backend=args.backend,
+                              modes=tuple(args.modes) if args.modes else None, split=args.split, threads=args.threads)
+    report = run_parity_eval(config)
+    print(format_parity(report))
+    print(f"wrote {args.out / 'parity.json'}; parity {'passed' if report['passed'] else 'FAILED'}", file=sys.stderr)
+    return 0 if report["passed"] else 1
+
+
+class _AppendPrompt(argparse.Action):
+    """--text, --box and --points each add one object, kept in command-line order (obj1, obj2, ...)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        if self.const == "points":
+            prompt = {"points": [point[:2] for point in values], "labels": [point[2] for point in values]}
+        else:
+            prompt = {self.const: values}
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), prompt])
 
 
 def _point(text: str) -> tuple[float, float, int]:
@@ -64,13 +89,14 @@ def _point(text: str) -> tuple[float, float, int]:
 def _cmd_run(args: argparse.Namespace) -> int:
     from mqc_edge.runtime.run import run_from_checkpoint
 
-    prompt: dict[str, object] = {"text": args.text, "box": args.box}
-    if args.points:
-        prompt.update(points=[point[:2] for point in args.points], labels=[point[2] for point in args.points])
+    if not args.prompts:
+        raise PromptError("run: give at least one object: --text T, --box X0 Y0 X1 Y1 or --points X,Y,LABEL ...")
+    if (args.model is None) == (args.checkpoint is None):
+        raise ConfigError("run: give the model once, as MODEL (export directory or checkpoint) or as --checkpoint")
     count, description = run_from_checkpoint(
-        checkpoint=args.checkpoint, video=args.video, out_dir=args.out, mode=args.mode, backend=args.backend,
-        model_config=args.model_config, image_size=args.image_size, save_logits=args.save_logits,
-        threads=args.threads, **{key: value for key, value in prompt.items() if value is not None},
+        checkpoint=args.model or args.checkpoint, video=args.video, out_dir=args.out, prompts=args.prompts, mode=args.mode,
+        backend=args.backend, model_config=args.model_config, image_size=args.image_size,
+        save_logits=args.save_logits, threads=args.threads, overlay_fps=args.overlay_fps if args.overlay else None,
     )
     print(f"{description}\nwrote {count} frames to {args.out}", file=sys.stderr)
     return 0
@@ -147,28 +173,45 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--degrade", action="store_true", help="add time-varying noise/blur/haze/low light")
     synth.set_defaults(handler=_cmd_data_synth)
 
-    evaluate = commands.add_parser("eval", help="J&F of predictions (DAVIS protocol, referring setting)")
-    evaluate.add_argument("--pred", type=Path, required=True, help="P/<video>/<exp_id>/<frame>.png")
+    evaluate = commands.add_parser("eval", help="J&F of predictions (DAVIS protocol, referring setting), or of an "
+                                                "export on two backends with their parity")
+    evaluated = evaluate.add_mutually_exclusive_group(required=True)
+    evaluated.add_argument("--pred", type=Path, help="P/<video>/<exp_id>/<frame>.png")
+    evaluated.add_argument("--model", type=Path, help="an `mqc-edge export` directory: segment --gt with --backend and "
+                                                      "with torch, score both, compare them frame by frame")
     evaluate.add_argument("--gt", type=Path, required=True, help="dataset root (RS-RVOS layout)")
     evaluate.add_argument("--out", type=Path, required=True, help="report folder")
     evaluate.add_argument("--split", default=None, help="score only the videos of splits/<SPLIT>.txt")
+    evaluate.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt"),
+                          help="with --model: the backend compared with the torch reference")
+    evaluate.add_argument("--modes", nargs="+", choices=("mqc", "sam2"), default=None,
+                          help="with --model: mqc (expressions) and/or sam2 (ground-truth frame-0 boxes); default all "
+                               "the model has")
+    evaluate.add_argument("--threads", type=int, default=None, help="with --model: CPU threads of each backend")
     evaluate.set_defaults(handler=_cmd_eval)
 
     run = commands.add_parser("run", help="segment a video from a text, box or points on its first frame")
-    run.add_argument("--checkpoint", type=Path, required=True,
+    run.add_argument("model", type=Path, nargs="?", default=None, metavar="MODEL",
+                     help="an `mqc-edge export` directory or a checkpoint (same as --checkpoint)")
+    run.add_argument("--checkpoint", type=Path, default=None,
                      help="MQC-SAM .safetensors, Meta's SAM 2.1 .pt, or an `mqc-edge export` directory")
     run.add_argument("--model-config", default=None, help="SAM 2.1 config of a Meta checkpoint (sam2.1_hiera_t)")
     run.add_argument("--image-size", type=int, default=None, help="model input size S (Meta checkpoint default 1024)")
     run.add_argument("--mode", choices=("mqc", "sam2"), default="mqc", help="mqc: TMCC + DAMI; sam2: SAM 2's memory")
-    run.add_argument("--backend", choices=("torch", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt"),
-                     default="torch", help="who runs the stages; the onnxruntime ones need an export directory")
+    run.add_argument("--backend", choices=("torch", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt"),
+                     default="torch", help="who runs the stages; all but torch need an export directory")
     run.add_argument("--video", type=Path, required=True, help="frame folder, image or video file")
-    prompt = run.add_mutually_exclusive_group(required=True)
-    prompt.add_argument("--text", help="referring expression (mode mqc)")
-    prompt.add_argument("--box", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"), help="frame pixels")
-    prompt.add_argument("--points", type=_point, nargs="+", metavar="X,Y,LABEL", help="label 1 object, 0 background")
-    run.add_argument("--out", type=Path, required=True, help="output folder")
+    run.add_argument("--text", dest="prompts", action=_AppendPrompt, const="text",
+                     help="referring expression (mode mqc); each --text, --box, --points is one object")
+    run.add_argument("--box", dest="prompts", action=_AppendPrompt, const="box", type=float, nargs=4,
+                     metavar=("X0", "Y0", "X1", "Y1"), help="frame pixels; repeat for several objects")
+    run.add_argument("--points", dest="prompts", action=_AppendPrompt, const="points", type=_point, nargs="+",
+                     metavar="X,Y,LABEL", help="label 1 object, 0 background; one object per --points")
+    run.add_argument("--out", type=Path, required=True,
+                     help="output folder (several objects: one folder each, O/obj<k>, listed in O/objects.json)")
     run.add_argument("--save-logits", action="store_true", help="also write float32 logits/<frame>.npy")
+    run.add_argument("--overlay", action="store_true", help="also write O/overlay.mp4 (every object's mask tinted)")
+    run.add_argument("--overlay-fps", type=float, default=10.0, help="frame rate of overlay.mp4")
     run.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
     run.set_defaults(handler=_cmd_run)
 

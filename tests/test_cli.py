@@ -18,3 +18,10 @@ def test_bad_size_argument_is_rejected_by_the_parser(capsys):
         main(["data", "synth", "--out", "x", "--size", "480by480"])
     assert exit_info.value.code == 2
     assert "size must look like 480x480" in capsys.readouterr().err
+
+
+def test_run_needs_the_model_exactly_once(tmp_path, capsys):
+    code = main(["run", str(tmp_path / "a"), "--checkpoint", str(tmp_path / "b"), "--video", str(tmp_path),
+                 "--box", "0", "0", "4", "4", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "give the model once" in capsys.readouterr().err

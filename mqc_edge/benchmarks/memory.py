@@ -1,9 +1,13 @@
-"""Host memory of this process: resident now, and the peak so far (Linux /proc, POSIX getrusage)."""
+"""Host memory of this process: resident now, the peak so far (Linux /proc, POSIX getrusage), and the
+bytes a Tracker's state holds in arrays."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
+
+import numpy as np
 
 
 def resident_bytes() -> int:
@@ -16,3 +20,18 @@ def resident_bytes() -> int:
 def peak_resident_bytes() -> int:
     """Peak resident set size of this process since it started (ru_maxrss is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def state_array_bytes(value: object) -> int:
+    """Bytes of every numpy array reachable from a Tracker state (dataclasses, dicts, sequences):
+    what must stay constant once memory is full, whatever the video length. Backend handles that
+    are not numpy arrays (device buffers) are not counted."""
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(state_array_bytes(getattr(value, item.name)) for item in dataclasses.fields(value))
+    if isinstance(value, dict):
+        return sum(state_array_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(state_array_bytes(item) for item in value)
+    return 0

@@ -125,6 +125,22 @@ def _checked_sizes(frames: Iterator[Frame], source: str) -> Iterator[Frame]:
         yield frame
 
 
+def frame_count(source: Path | str | Iterable[np.ndarray]) -> int | None:
+    """How many frames `source` holds, for a progress bar's ETA: image files in a folder, the
+    container's count for a video (an estimate some codecs get wrong), None for arrays."""
+    if not isinstance(source, (str, Path)) or not Path(source).exists():
+        return None
+    path = Path(source)
+    if path.is_dir():
+        return sum(1 for item in path.iterdir() if item.suffix.lower() in IMAGE_SUFFIXES)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        return 1
+    capture = cv2.VideoCapture(str(path))
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
+    capture.release()
+    return count if count > 0 else None
+
+
 def iter_frames(source: Path | str | Iterable[np.ndarray], fmt: FrameFormat = FrameFormat()) -> Iterator[Frame]:
     """Stream frames lazily (constant memory for any video length) from a folder, file or arrays."""
     if isinstance(source, (str, Path)):

@@ -24,6 +24,7 @@ BACKEND_MODULES = {
     "onnxruntime": "mqc_edge.runtime.ort_backend",
     "onnxruntime-cuda": "mqc_edge.runtime.ort_backend:load_cuda",
     "onnxruntime-trt": "mqc_edge.runtime.ort_backend:load_tensorrt",
+    "tensorrt": "mqc_edge.runtime.trt_backend",
 }
 """Backend name -> "module" with a `load(**options) -> StageBackend` function, or "module:function"."""
 

@@ -35,7 +35,7 @@ from mqc_edge.runtime.gates import (
 )
 from mqc_edge.runtime.postprocess import upsample_logits
 from mqc_edge.runtime.results import FrameResult
-from mqc_edge.runtime.stage_calls import StageCalls, Timings
+from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls, Timings
 from mqc_edge.runtime.tmcc import TMCCResult, calibrate
 
 
@@ -49,7 +49,7 @@ class PendingStart:
     mask_lowres: Handle  # R0's hole-filled low-res logits
     lowres: np.ndarray  # host copy of the same
     timings: Timings
-    buffered: list[np.ndarray] = field(default_factory=list)  # frames 1..k, k <= n_max
+    buffered: list[EncodedFrame] = field(default_factory=list)  # frames 1..k, k <= n_max, encoded on arrival
 
 
 @dataclass
@@ -80,8 +80,10 @@ def start_mqc(calls: StageCalls, state: MQCState, frame0: np.ndarray, features: 
     return flush_mqc(calls, state) if calls.config.tmcc is None else []
 
 
-def step_mqc(calls: StageCalls, state: MQCState, frame: np.ndarray) -> list[FrameResult]:
-    """Buffer during start-up (emitting everything when the window is full), else track."""
+def step_mqc(calls: StageCalls, state: MQCState, frame: EncodedFrame) -> list[FrameResult]:
+    """Buffer during start-up (emitting everything when the window is full), else track.
+    Buffered frames arrive encoded: the image encoder runs as frames come, not in a burst at the
+    flush, and objects sharing a frame share its encoding (at most n_max frames of features held)."""
     if state.pending is None:
         return [_track(calls, state, frame)]
     state.pending.buffered.append(frame)
@@ -128,7 +130,7 @@ def _calibrate(calls: StageCalls, pending: PendingStart, r0: np.ndarray, logits0
     """TMCC needs at least one buffered frame; the semantic anchor confidence is sigmoid(R0 logits)."""
     if calls.config.tmcc is None or not pending.buffered:
         return None
-    frames = [pending.frame0, *pending.buffered]
+    frames = [pending.frame0, *(frame.rgb for frame in pending.buffered)]
     return calibrate(r0, foreground_probability(logits0), frames, calls.config.tmcc)
 
 
@@ -166,11 +168,11 @@ class _Reading:
         return all(np.isfinite(a).all() for a in (self.lowres, self.summary, self.hypotheses, self.ious, scalars))
 
 
-def _track(calls: StageCalls, state: MQCState, frame: np.ndarray) -> FrameResult:
+def _track(calls: StageCalls, state: MQCState, frame: EncodedFrame) -> FrameResult:
     """One frame of DAMI tracking (section 5 step 4)."""
     index = state.frame_index + 1
-    timings: Timings = {}
-    features = calls.encode(frame, timings)
+    timings = dict(frame.timings)
+    features = frame.features
     decoded = _decode(calls, state, index, features, timings)
     mask_lowres, lowres = calls.hole_filled(decoded["mask_lowres"])
     area = int((lowres > 0).sum())

@@ -5,17 +5,19 @@ O/masks/<frame>.png        0/255 binary mask at frame size
 O/logits/<frame>.npy       float32 mask logits at frame size (--save-logits), to compare runs
 O/results.jsonl            one JSON object a frame: scores, gates fired, timings
 O/masks_coco_rle.json      COCO run-length encodings of all masks (written at close)
-O/overlay.mp4              frames with the mask blended in (optional)
+O/overlay.mp4              frames with the masks blended in, one colour per object (optional)
 ```
-Every file is complete or absent: images and arrays are renamed into place, and each
-results line is one append of a whole line, flushed before the next frame.
+Every file is complete or absent: images, arrays and the overlay video are renamed into place,
+and each results line is one append of a whole line, flushed before the next frame.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -51,46 +53,72 @@ def decode_coco_rle(rle: dict) -> np.ndarray:
 class RunWriter:
     """Writes one run's outputs incrementally; `close` finishes the summary files."""
 
-    def __init__(self, out_dir: Path, save_logits: bool = False, overlay_fps: float | None = None) -> None:
+    def __init__(self, out_dir: Path, save_logits: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.save_logits = save_logits
-        self.overlay_fps = overlay_fps
         (self.out_dir / "masks").mkdir(parents=True, exist_ok=True)
         if save_logits:
             (self.out_dir / "logits").mkdir(parents=True, exist_ok=True)
         self._results_fd = os.open(self.out_dir / "results.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         self._rles: dict[str, dict] = {}
-        self._overlay: cv2.VideoWriter | None = None
 
-    def write_frame(self, name: str, mask: np.ndarray, record: dict, logits: np.ndarray | None = None,
-                    rgb: np.ndarray | None = None) -> None:
-        """Persist one frame: mask PNG, optional logits, one results line, overlay frame."""
+    def write_frame(self, name: str, mask: np.ndarray, record: dict, logits: np.ndarray | None = None) -> None:
+        """Persist one frame: mask PNG, optional logits, one results line."""
         write_atomically(self.out_dir / "masks" / f"{name}.png", Image.fromarray(mask.astype(np.uint8) * 255).save)
         if self.save_logits and logits is not None:
             write_atomically(self.out_dir / "logits" / f"{name}.npy", lambda tmp: np.save(tmp, logits.astype(np.float32)))
         line = json.dumps({"frame": name, **record}, sort_keys=True) + "\n"
         os.write(self._results_fd, line.encode("utf-8"))
         self._rles[name] = coco_rle(mask)
-        if self.overlay_fps and rgb is not None:
-            self._write_overlay(rgb, mask)
-
-    def _write_overlay(self, rgb: np.ndarray, mask: np.ndarray) -> None:
-        if self._overlay is None:
-            height, width = mask.shape
-            self._overlay = cv2.VideoWriter(str(self.out_dir / "overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"),
-                                            self.overlay_fps, (width, height))
-        tinted = rgb.copy()
-        tinted[mask] = (0.5 * tinted[mask] + 0.5 * np.array([255, 40, 40])).astype(np.uint8)
-        self._overlay.write(cv2.cvtColor(tinted, cv2.COLOR_RGB2BGR))
 
     def close(self) -> None:
         """Finish summary files; safe to call after a failure (keeps what was computed)."""
         os.close(self._results_fd)
         write_text_atomically(self.out_dir / "masks_coco_rle.json", json.dumps(self._rles))
-        if self._overlay is not None:
-            self._overlay.release()
 
     def __enter__(self) -> RunWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+OBJECT_COLOURS = ((255, 40, 40), (40, 200, 255), (255, 210, 0), (60, 220, 60), (230, 60, 230), (255, 140, 0))
+"""RGB tint of object k in the overlay (cycled): saturated hues that stand out on satellite ground."""
+
+
+class OverlayVideo:
+    """The overlay video of a run: each object's mask blended in its own colour. One file for all
+    objects (they share the frames); written under a hidden name and renamed into place at close."""
+
+    def __init__(self, path: Path, fps: float) -> None:
+        self.path = Path(path)
+        self.fps = fps
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
+        os.close(handle)
+        self._tmp = Path(tmp_name)
+        self._writer: cv2.VideoWriter | None = None
+
+    def write(self, rgb: np.ndarray, masks: Sequence[np.ndarray]) -> None:
+        """Append one frame: uint8 RGB [H, W, 3] and one bool [H, W] mask per object."""
+        if self._writer is None:
+            height, width = rgb.shape[:2]
+            self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height))
+        tinted = rgb.astype(np.float32)
+        for number, mask in enumerate(masks):
+            tinted[mask] = 0.5 * tinted[mask] + 0.5 * np.array(OBJECT_COLOURS[number % len(OBJECT_COLOURS)], np.float32)
+        self._writer.write(cv2.cvtColor(tinted.astype(np.uint8), cv2.COLOR_RGB2BGR))
+
+    def close(self) -> None:
+        """Finish the file (also after a failure: the frames written so far are kept)."""
+        if self._writer is None:
+            self._tmp.unlink(missing_ok=True)
+            return
+        self._writer.release()
+        os.replace(self._tmp, self.path)
+
+    def __enter__(self) -> OverlayVideo:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

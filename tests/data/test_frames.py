@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mqc_edge.data.frames import FrameFormat, iter_frames, read_image, to_rgb_uint8
+from mqc_edge.data.frames import FrameFormat, frame_count, iter_frames, read_image, to_rgb_uint8
 from mqc_edge.errors import BadFrameError
 
 
@@ -66,3 +66,16 @@ def test_video_file_round_trip(tmp_path):
 def test_missing_source_is_named(tmp_path):
     with pytest.raises(BadFrameError, match="no such video file or frame folder"):
         iter_frames(tmp_path / "nope.mp4")
+
+
+def test_frame_count_for_the_progress_bar(tmp_path):
+    for index in range(3):
+        cv2.imwrite(str(tmp_path / f"{index:05d}.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "notes.txt").write_text("not a frame")
+    writer = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (16, 16))
+    for _ in range(7):
+        writer.write(np.zeros((16, 16, 3), np.uint8))
+    writer.release()
+    assert frame_count(tmp_path) == 3 and frame_count(tmp_path / "clip.mp4") == 7
+    assert frame_count(tmp_path / "00000.png") == 1
+    assert frame_count([np.zeros((8, 8, 3), np.uint8)]) is None and frame_count(tmp_path / "missing.mp4") is None

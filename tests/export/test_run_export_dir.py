@@ -26,7 +26,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _run(export_dir: Path, clip_dir: Path, out: Path, backend: str, prompt: list[str]) -> dict[str, np.ndarray]:
-    code = main(["run", "--checkpoint", str(export_dir), "--backend", backend, "--video", str(clip_dir),
+    code = main(["run", str(export_dir), "--backend", backend, "--video", str(clip_dir),
                  "--out", str(out), "--save-logits", "--threads", "1", *prompt])
     assert code == 0
     return {path.stem: np.load(path) for path in sorted((out / "logits").glob("*.npy"))}

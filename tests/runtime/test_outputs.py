@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mqc_edge.runtime.outputs import RunWriter, coco_rle, decode_coco_rle
+from mqc_edge.runtime.outputs import OverlayVideo, RunWriter, coco_rle, decode_coco_rle
 
 
 def test_coco_rle_hand_example_and_round_trip():
@@ -38,8 +38,10 @@ def test_frames_before_a_failure_are_kept(tmp_path):
 def test_overlay_video_has_one_frame_per_mask(tmp_path):
     import cv2
 
-    with RunWriter(tmp_path, overlay_fps=5) as writer:
+    with OverlayVideo(tmp_path / "overlay.mp4", fps=5) as overlay:
         for index in range(4):
-            writer.write_frame(f"{index:05d}", np.eye(16, dtype=bool), {}, rgb=np.zeros((16, 16, 3), np.uint8))
+            overlay.write(np.zeros((16, 16, 3), np.uint8), [np.eye(16, dtype=bool)])
+        assert not (tmp_path / "overlay.mp4").exists()  # renamed into place at close only
     capture = cv2.VideoCapture(str(tmp_path / "overlay.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    assert not list(tmp_path.glob(".*"))

@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 RUNTIME_MODULES = [
-    "backend", "config", "dami_memory", "manifest", "memory", "model_source", "mqc_mode", "ort_backend", "postprocess",
-    "preprocess", "prompts", "results", "run", "stage_calls", "text", "text_cache", "tracker",
+    "backend", "config", "dami_memory", "manifest", "memory", "model_source", "mqc_mode", "multi_tracker", "ort_backend",
+    "postprocess", "preprocess", "prompts", "results", "run", "stage_calls", "text", "text_cache", "tracker",
+    "trt_backend",
 ]
 
 

@@ -65,10 +65,11 @@ def test_run_video_writes_masks_logits_and_results(backend, tmp_path) -> None:
 
     from PIL import Image
 
+    from mqc_edge.runtime.multi_tracker import MultiTracker
     from mqc_edge.runtime.run import run_video
 
     frames = [(f"{t:05d}", np.roll(FRAME, t, axis=0)) for t in range(3)]
-    count = run_video(Tracker(backend), frames, tmp_path, save_logits=True, box=[10, 10, 60, 50])
+    count = run_video(MultiTracker(backend), frames, tmp_path, [{"box": [10, 10, 60, 50]}], save_logits=True)
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert count == 3 and [line["frame"] for line in lines] == ["00000", "00001", "00002"]
     assert [line["frame_index"] for line in lines] == [0, 1, 2] and "image_encoder" in lines[1]["timings_ms"]

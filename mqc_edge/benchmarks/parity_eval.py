@@ -1,0 +1,158 @@
+"""Is the exported model still the model? J&F of an export on a backend against the torch reference.
+
+Issue 5 item 7: the runtime (onnxruntime CPU) and the torch reference pipeline segment the same
+RS-RVOS dataset from the same export directory; both prediction sets are scored with the
+referring protocol (data/evaluate.py), and compared frame by frame. Accepted when the per-frame
+mask IoU between the two averages >= 0.999 and their J&F differ by <= 0.002. MQC mode is
+prompted with the expressions, SAM 2 mode with each referent's ground-truth box on frame 0.
+All expressions of a video are tracked together, so the image encoder runs once per frame.
+
+```
+R/predictions/<mode>/<backend>/<video>/<exp_id>/<frame>.png   0/255 masks
+R/metrics/<mode>/<backend>/metrics.json                        data/evaluate.py report
+R/parity.json, R/parity.md                                     the comparison
+```
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+from PIL import Image
+
+from mqc_edge.atomic import write_atomically, write_text_atomically
+from mqc_edge.benchmarks.clip import box_of
+from mqc_edge.data.dataset import RVOSDataset, VideoRecord
+from mqc_edge.data.evaluate import evaluate_predictions, prediction_path, read_prediction
+from mqc_edge.errors import ConfigError
+from mqc_edge.runtime.config import TrackerConfig
+from mqc_edge.runtime.model_source import ModelSource, load_model_source
+from mqc_edge.runtime.multi_tracker import MultiTracker
+from mqc_edge.runtime.results import FrameResult
+
+REFERENCE = "torch"
+
+
+@dataclass(frozen=True)
+class ParityEvalConfig:
+    """What to compare; the CLI (`mqc-edge eval --model`) builds it."""
+
+    model_dir: Path  # an `mqc-edge export` directory: graphs for the backend, weights for torch
+    dataset: Path  # RS-RVOS dataset root, e.g. from `mqc-edge data synth`
+    out_dir: Path
+    backend: str = "onnxruntime"  # issue 5 item 7: the runtime on onnxruntime CPU
+    modes: tuple[str, ...] | None = None  # None: "mqc" (when the model has MQC stages) and "sam2"
+    split: str | None = None  # only the videos of splits/<split>.txt
+    threads: int | None = None  # CPU threads of each backend (None: the backend's default)
+    iou_mean_min: float = 0.999  # issue 5 item 7
+    jf_delta_max: float = 0.002  # issue 5 item 7
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two bool masks; two empty masks agree completely (1.0)."""
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
+def object_prompt(dataset: RVOSDataset, video: VideoRecord, exp_id: str, mode: str) -> dict[str, object]:
+    """MQC mode reads the expression; SAM 2 mode gets the referent's tight box on frame 0."""
+    expression = video.expressions[exp_id]
+    if mode == "mqc":
+        return {"text": expression.text}
+    return {"box": list(box_of(dataset.object_mask(video.name, video.frames[0], expression.obj_id)))}
+
+
+def predict_video(tracker: MultiTracker, dataset: RVOSDataset, video: VideoRecord, mode: str, pred_root: Path) -> None:
+    """Every expression of `video` in one MultiTracker; masks to P/<video>/<exp_id>/<frame>.png."""
+    exp_ids = list(video.expressions)
+    prompts = [object_prompt(dataset, video, exp_id, mode) for exp_id in exp_ids]
+
+    def write(per_object: list[list[FrameResult]]) -> None:
+        for exp_id, results in zip(exp_ids, per_object, strict=True):
+            for result in results:
+                path = prediction_path(pred_root, video.name, exp_id, video.frames[result.frame_index])
+                write_atomically(path, Image.fromarray(result.mask.astype(np.uint8) * 255).save)
+
+    for frame in video.frames:
+        rgb = dataset.read_frame(video.name, frame)
+        write(tracker.step(rgb) if tracker.started else tracker.start(rgb, prompts))
+    write(tracker.finish())
+
+
+def predict_dataset(source: ModelSource, dataset: RVOSDataset, mode: str, pred_root: Path) -> None:
+    for video in dataset.videos.values():
+        if video.expressions:
+            tracker = MultiTracker(source.backend, TrackerConfig(mode=mode), source.tokenizer, source.text_cache)
+            predict_video(tracker, dataset, video, mode, pred_root)
+
+
+def compare_predictions(dataset: RVOSDataset, candidate: Path, reference: Path) -> list[float]:
+    """Per (expression, frame) mask IoU between two prediction folders of the same dataset."""
+    return [
+        mask_iou(read_prediction(prediction_path(candidate, video.name, exp_id, frame)),
+                 read_prediction(prediction_path(reference, video.name, exp_id, frame)))
+        for video in dataset.videos.values() for exp_id in video.expressions for frame in video.frames
+    ]
+
+
+def _modes(config: ParityEvalConfig, sources: Iterable[ModelSource]) -> tuple[str, ...]:
+    has_mqc = all(source.backend.geometry.mqc is not None for source in sources)
+    if config.modes is None:
+        return ("mqc", "sam2") if has_mqc else ("sam2",)
+    if "mqc" in config.modes and not has_mqc:
+        raise ConfigError(f"parity eval mode 'mqc': {config.model_dir} is a plain SAM 2.1 export; use mode sam2")
+    return config.modes
+
+
+def _mode_report(config: ParityEvalConfig, dataset: RVOSDataset, mode: str,
+                 sources: dict[str, ModelSource]) -> dict:
+    """Segment with both backends, score both, compare them."""
+    scores, folders = {}, {}
+    for name, source in sources.items():
+        folders[name] = config.out_dir / "predictions" / mode / name
+        predict_dataset(source, dataset, mode, folders[name])
+        report = evaluate_predictions(folders[name], config.dataset, config.out_dir / "metrics" / mode / name,
+                                      split=config.split)
+        scores[name] = {key: report[key] for key in ("J&F", "J", "F")}
+    ious = compare_predictions(dataset, folders[config.backend], folders[REFERENCE])
+    jf_delta = abs(scores[config.backend]["J&F"] - scores[REFERENCE]["J&F"])
+    iou_mean = float(np.mean(ious))
+    return {
+        "scores": scores, "jf_delta": jf_delta, "iou_mean": iou_mean, "iou_min": float(np.min(ious)),
+        "frames_compared": len(ious),
+        "passed": iou_mean >= config.iou_mean_min and jf_delta <= config.jf_delta_max,
+    }
+
+
+def run_parity_eval(config: ParityEvalConfig) -> dict:
+    """Both backends over the dataset in every mode; writes R/parity.json and R/parity.md."""
+    if config.backend == REFERENCE:
+        raise ConfigError(f"parity eval backend: compare a graph backend with {REFERENCE}, got {REFERENCE!r}")
+    dataset = RVOSDataset.load(config.dataset, split=config.split)
+    sources = {name: load_model_source(config.model_dir, name, threads=config.threads)
+               for name in (config.backend, REFERENCE)}
+    modes = {mode: _mode_report(config, dataset, mode, sources) for mode in _modes(config, sources.values())}
+    report = {
+        "model_dir": str(config.model_dir), "dataset": str(config.dataset), "backend": config.backend,
+        "reference": REFERENCE, "thresholds": {"iou_mean_min": config.iou_mean_min, "jf_delta_max": config.jf_delta_max},
+        "videos": len(dataset.videos), "modes": modes, "passed": all(mode["passed"] for mode in modes.values()),
+    }
+    write_text_atomically(config.out_dir / "parity.json", json.dumps(report, indent=1) + "\n")
+    write_text_atomically(config.out_dir / "parity.md", format_parity(report))
+    return report
+
+
+def format_parity(report: dict) -> str:
+    """Markdown: per mode, J&F of both backends, their delta and the per-frame IoU between them."""
+    backend, reference = report["backend"], report["reference"]
+    lines = [f"| mode | J&F {backend} | J&F {reference} | J&F delta | IoU mean | IoU min | frames | passed |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for mode, row in report["modes"].items():
+        lines.append(f"| {mode} | {row['scores'][backend]['J&F']:.4f} | {row['scores'][reference]['J&F']:.4f} | "
+                     f"{row['jf_delta']:.4f} | {row['iou_mean']:.5f} | {row['iou_min']:.4f} | "
+                     f"{row['frames_compared']} | {'yes' if row['passed'] else 'NO'} |")
+    return "\n".join(lines) + "\n"

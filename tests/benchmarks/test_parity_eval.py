@@ -1,0 +1,71 @@
+"""Issue 5 item 7 on a tiny synthetic set: onnxruntime against the torch reference, J&F and per-frame IoU."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mqc_edge.benchmarks.parity_eval import ParityEvalConfig, compare_predictions, mask_iou, run_parity_eval
+from mqc_edge.cli import main
+from mqc_edge.data.dataset import RVOSDataset
+from mqc_edge.errors import ConfigError
+
+VIDEOS, FRAMES, SIZE = 2, 8, 128
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("synth")
+    assert main(["data", "synth", "--out", str(root), "--videos", str(VIDEOS), "--frames", str(FRAMES),
+                 "--size", f"{SIZE}x{SIZE}", "--seed", "3"]) == 0
+    return root
+
+
+def test_mask_iou_by_hand() -> None:
+    a, b = np.array([1, 1, 0, 0], bool), np.array([0, 1, 1, 0], bool)
+    assert mask_iou(a, b) == pytest.approx(1 / 3)
+    assert mask_iou(np.zeros(4, bool), np.zeros(4, bool)) == 1.0
+
+
+@pytest.fixture(scope="module")
+def parity(exported, dataset, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("parity")
+    code = main(["eval", "--model", str(exported[0]), "--gt", str(dataset), "--out", str(out), "--threads", "1"])
+    return out, code
+
+
+def test_onnxruntime_matches_torch_on_a_synthetic_set_in_both_modes(parity, dataset) -> None:
+    out, code = parity
+    report = json.loads((out / "parity.json").read_text())
+    assert code == 0 and report["passed"], report
+    expressions = sum(len(video.expressions) for video in RVOSDataset.load(dataset).videos.values())
+    assert sorted(report["modes"]) == ["mqc", "sam2"]
+    for mode, row in report["modes"].items():
+        assert row["frames_compared"] == expressions * FRAMES
+        assert row["iou_mean"] >= 0.999 and row["jf_delta"] <= 0.002, (mode, row)
+        for backend in ("onnxruntime", "torch"):
+            metrics = json.loads((out / "metrics" / mode / backend / "metrics.json").read_text())
+            assert metrics["J&F"] == row["scores"][backend]["J&F"]
+            assert len(list((out / "predictions" / mode / backend).rglob("*.png"))) == expressions * FRAMES
+    assert "| mqc |" in (out / "parity.md").read_text()
+
+
+def test_the_comparison_sees_a_single_changed_mask(parity, dataset, tmp_path) -> None:
+    out, _ = parity
+    candidate = tmp_path / "candidate"
+    shutil.copytree(out / "predictions" / "sam2" / "onnxruntime", candidate)
+    changed = sorted(candidate.rglob("*.png"))[3]
+    mask = np.asarray(Image.open(changed)) > 0
+    mask[: mask.shape[0] // 2] = ~mask[: mask.shape[0] // 2]
+    Image.fromarray(mask.astype(np.uint8) * 255).save(changed)
+    ious = compare_predictions(RVOSDataset.load(dataset), candidate, out / "predictions" / "sam2" / "torch")
+    assert sum(iou < 1.0 for iou in ious) == 1 and min(ious) < 0.9
+
+
+def test_comparing_torch_with_itself_is_refused(exported, dataset, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="compare a graph backend with torch"):
+        run_parity_eval(ParityEvalConfig(exported[0], dataset, tmp_path, backend="torch"))

@@ -1,0 +1,108 @@
+"""Several objects on one video: exactly K separate Trackers' results, with one image encoding per frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mqc_edge.errors import BadFrameError, PromptError
+from mqc_edge.runtime.config import TrackerConfig
+from mqc_edge.runtime.multi_tracker import MultiTracker
+from mqc_edge.runtime.text import TextTokenizer
+from mqc_edge.runtime.tmcc import TMCCConfig
+from mqc_edge.runtime.tracker import Tracker
+
+HEIGHT, WIDTH = 96, 128
+
+
+class _CountingBackend:
+    """Passes every call through to a real backend and counts the calls per stage."""
+
+    def __init__(self, backend) -> None:
+        self.inner, self.calls = backend, {}
+        self.geometry = backend.geometry
+
+    def run(self, stage, inputs):
+        self.calls[stage] = self.calls.get(stage, 0) + 1
+        return self.inner.run(stage, inputs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def _frames(count: int) -> list[np.ndarray]:
+    """Two bright blocks drifting in opposite directions over textured ground."""
+    rng = np.random.default_rng(4)
+    ground = rng.integers(30, 90, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
+    frames = []
+    for t in range(count):
+        frame = ground.copy()
+        frame[20:40, 10 + 2 * t : 40 + 2 * t] = 230
+        frame[60:84, 100 - 2 * t : 120 - 2 * t] = (40, 200, 220)
+        frames.append(frame)
+    return frames
+
+
+def _run_multi(tracker: MultiTracker, frames: list[np.ndarray], prompts: list[dict]) -> list[list]:
+    per_object = tracker.start(frames[0], prompts)
+    for frame in frames[1:]:
+        for collected, new in zip(per_object, tracker.step(frame)):
+            collected += new
+    for collected, new in zip(per_object, tracker.finish()):
+        collected += new
+    return per_object
+
+
+def _run_single(tracker: Tracker, frames: list[np.ndarray], prompt: dict) -> list:
+    results = tracker.start(frames[0], **prompt)
+    for frame in frames[1:]:
+        results += tracker.step(frame)
+    return results + tracker.finish()
+
+
+MODES = {
+    "sam2": [{"box": [10, 20, 40, 40]}, {"points": [[110, 72]], "labels": [1]}, {"box": [0, 0, 60, 50]}],
+    "mqc": [{"text": "the ship at the bottom"}, {"box": [100, 60, 120, 84]}, {"text": "the white plane at the top-left"}],
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_k_objects_equal_k_trackers_with_one_image_encoding_per_frame(backends, mode: str) -> None:
+    _, onnx = backends
+    frames, prompts = _frames(11), MODES[mode]
+    config = TrackerConfig(mode=mode, tmcc=TMCCConfig(n_max=3))  # start-up buffering within the clip
+    tokenizer = TextTokenizer(onnx.tokenizer_file, onnx.geometry.mqc.text_tokens)
+    shared = _CountingBackend(onnx)
+    together = _run_multi(MultiTracker(shared, config, tokenizer), frames, prompts)
+    assert shared.calls["image_encoder"] == len(frames)
+    alone = _CountingBackend(onnx)
+    for prompt, results in zip(prompts, together):
+        reference = _run_single(Tracker(alone, config, tokenizer), frames, prompt)
+        assert [r.frame_index for r in results] == [r.frame_index for r in reference] == list(range(len(frames)))
+        for ours, theirs in zip(results, reference):
+            np.testing.assert_array_equal(ours.logits, theirs.logits)
+            np.testing.assert_array_equal(ours.mask, theirs.mask)
+            assert ours.flags == theirs.flags
+            np.testing.assert_equal(ours.quality, theirs.quality)
+    assert alone.calls["image_encoder"] == len(prompts) * len(frames)
+    per_stage_alone = {stage: count for stage, count in alone.calls.items() if stage != "image_encoder"}
+    assert {stage: shared.calls[stage] for stage in per_stage_alone} == per_stage_alone
+    # the objects really differ, so a mix-up between their states would show
+    assert not np.array_equal(together[0][-1].logits, together[1][-1].logits)
+
+
+def test_prompts_and_frames_are_checked_for_every_object(fake_backend) -> None:
+    tracker = MultiTracker(fake_backend)
+    frame = _frames(1)[0]
+    with pytest.raises(PromptError, match="call start"):
+        tracker.step(frame)
+    with pytest.raises(PromptError, match="at least one object"):
+        tracker.start(frame, [])
+    with pytest.raises(PromptError, match=r"object 2 prompt: .* got \['bbox'\]"):
+        tracker.start(frame, [{"box": [1, 2, 30, 40]}, {"bbox": [1, 2, 3, 4]}])
+    with pytest.raises(PromptError, match="SAM 2 mode has no text path"):
+        tracker.start(frame, [{"box": [1, 2, 30, 40]}, {"text": "a ship"}])
+    assert not tracker.started
+    tracker.start(frame, [{"box": [1, 2, 30, 40]}, {"box": [50, 50, 90, 80]}])
+    with pytest.raises(BadFrameError, match=r"frame 1: expected size \(96, 128\), got \(96, 100\)"):
+        tracker.step(frame[:, :100].copy())
