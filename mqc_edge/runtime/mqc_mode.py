@@ -137,7 +137,7 @@ def _calibrate(calls: StageCalls, pending: PendingStart, r0: np.ndarray, logits0
 def _tmcc_report(tmcc: TMCCResult | None) -> tuple[tuple[str, ...], dict[str, float]]:
     if tmcc is None:
         return ("tmcc_skipped",), {}
-    flag = "tmcc_stationary" if tmcc.stationary else "tmcc_calibrated"
+    flag = "tmcc_stationary" if tmcc.stationary else "tmcc_rejected" if tmcc.rejected else "tmcc_calibrated"
     return (flag,), {
         "tmcc_window": float(tmcc.window), "tmcc_motion_px": tmcc.motion_px,
         "tmcc_added_px": float(tmcc.added_px), "tmcc_removed_px": float(tmcc.removed_px),

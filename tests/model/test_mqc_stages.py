@@ -105,7 +105,7 @@ def test_mqc_tracker_runs_from_text_with_tmcc_and_a_fixed_anchor(backend, tokeni
     assert [r.frame_index for r in results] == list(range(10))
     first = results[0]
     assert "anchor" in first.flags and "tmcc_window" in first.quality
-    assert {"tmcc_calibrated", "tmcc_stationary"} & set(first.flags)
+    assert {"tmcc_calibrated", "tmcc_stationary", "tmcc_rejected"} & set(first.flags)
     assert "text_encoder" in first.timings_ms and "prompt_fusion" in first.timings_ms
     for result in results:
         assert result.logits.shape == result.mask.shape == (HEIGHT, WIDTH)

@@ -46,7 +46,7 @@ def test_frame_zero_waits_for_the_tmcc_window_then_everything_is_emitted_in_orde
     assert held == [[], [], []]
     released = tracker.step(frames[4])
     assert [r.frame_index for r in released] == [0, 1, 2, 3, 4]
-    assert "anchor" in released[0].flags and {"tmcc_calibrated", "tmcc_stationary"} & set(released[0].flags)
+    assert "anchor" in released[0].flags and {"tmcc_calibrated", "tmcc_stationary", "tmcc_rejected"} & set(released[0].flags)
     assert "tmcc_window" in released[0].quality
     assert [r.frame_index for r in tracker.step(frames[5])] == [5]
     assert tracker.finish() == []
