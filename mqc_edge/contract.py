@@ -147,6 +147,15 @@ class StageSpec:
     def output(self, name: str) -> TensorSpec:
         return _by_name(self.name, self.outputs, name)
 
+    def check_tensors(self, specs: tuple[TensorSpec, ...], given: dict[str, tuple[tuple[int, ...], str]]) -> None:
+        """Raise `StageContractError` unless every tensor of `specs` is in `given` (name ->
+        (shape, numpy dtype name)) and fits; every backend checks its inputs and outputs here."""
+        missing = [spec.name for spec in specs if spec.name not in given]
+        if missing:
+            raise StageContractError(f"stage {self.name!r}: missing tensors {missing}")
+        for spec in specs:
+            spec.check(self.name, *given[spec.name])
+
 
 def _by_name(stage: str, specs: tuple[TensorSpec, ...], name: str) -> TensorSpec:
     for spec in specs:

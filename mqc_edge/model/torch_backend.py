@@ -43,13 +43,13 @@ class TorchBackend:
 
     def run(self, stage: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         spec = self._spec(stage)
-        _check(spec, spec.inputs, inputs)
+        spec.check_tensors(spec.inputs, _described(inputs))
         with torch.inference_mode():
             outputs = self.stages[stage](*(inputs[t.name] for t in spec.inputs))
         if isinstance(outputs, torch.Tensor):
             outputs = (outputs,)
         named = {t.name: out for t, out in zip(spec.outputs, outputs)}
-        _check(spec, spec.outputs, named)
+        spec.check_tensors(spec.outputs, _described(named))
         return named
 
     def to_host(self, handle: torch.Tensor) -> np.ndarray:
@@ -70,14 +70,8 @@ class TorchBackend:
         return self.specs[stage]
 
 
-def _check(spec: StageSpec, tensors: tuple[TensorSpec, ...], given: dict[str, torch.Tensor]) -> None:
-    missing = [t.name for t in tensors if t.name not in given]
-    if missing:
-        raise StageContractError(f"stage {spec.name!r}: missing tensors {missing}")
-    for tensor_spec in tensors:
-        tensor = given[tensor_spec.name]
-        dtype = str(tensor.dtype).removeprefix("torch.")
-        tensor_spec.check(spec.name, tuple(tensor.shape), dtype)
+def _described(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {name: (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch.")) for name, tensor in tensors.items()}
 
 
 def load(

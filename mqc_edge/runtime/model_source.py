@@ -14,7 +14,7 @@ import numpy as np
 
 from mqc_edge.errors import ConfigError
 from mqc_edge.runtime.backend import StageBackend, load_backend
-from mqc_edge.runtime.manifest import MANIFEST_NAME, load_manifest
+from mqc_edge.runtime.manifest import MANIFEST_NAME, Manifest, load_manifest
 from mqc_edge.runtime.text import TextTokenizer
 from mqc_edge.runtime.text_cache import load_text_embeddings
 
@@ -40,8 +40,9 @@ def load_model_source(
     """Load `checkpoint` (mqc-edge .safetensors, or Meta's SAM 2.1 .pt / .safetensors with
     `model_config` and `image_size`, or an `mqc-edge export` directory) on the named backend."""
     checkpoint = Path(checkpoint)
-    if (checkpoint / MANIFEST_NAME).is_file():
-        options = _export_options(checkpoint, backend, device)
+    manifest = load_manifest(checkpoint) if (checkpoint / MANIFEST_NAME).is_file() else None
+    if manifest is not None:
+        options = _export_options(manifest, backend, device)
     elif backend != "torch":
         raise ConfigError(
             f"backend {backend!r} runs an export directory; {checkpoint} is not one (run `mqc-edge export`)"
@@ -52,17 +53,16 @@ def load_model_source(
     mqc = stage_backend.geometry.mqc
     tokenizer_file = getattr(stage_backend, "tokenizer_file", None)
     tokenizer = TextTokenizer(tokenizer_file, mqc.text_tokens) if mqc is not None and tokenizer_file else None
-    texts_file = load_manifest(checkpoint).file("texts") if (checkpoint / MANIFEST_NAME).is_file() else None
+    texts_file = manifest.file("texts") if manifest is not None else None
     text_cache = load_text_embeddings(texts_file) if texts_file is not None else None
     return ModelSource(stage_backend, tokenizer, text_cache, getattr(stage_backend, "description", str(checkpoint)))
 
 
-def _export_options(export_dir: Path, backend: str, device: str) -> dict[str, object]:
+def _export_options(manifest: Manifest, backend: str, device: str) -> dict[str, object]:
     """An export directory gives its graphs to the graph backends and its source weights to torch,
     so `--backend torch` on it is the reference the graphs were checked against."""
     if backend != "torch":
-        return {"export_dir": export_dir}
-    manifest = load_manifest(export_dir)
+        return {"export_dir": manifest.root}
     return {
         "checkpoint": manifest.file("weights"),
         "variant": manifest.content["model"]["sam2_variant"],

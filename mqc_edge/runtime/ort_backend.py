@@ -59,14 +59,14 @@ class OrtBackend:
 
     def run(self, stage: str, inputs: dict[str, Handle]) -> dict[str, Handle]:
         spec = self._spec(stage)
-        _check(spec, spec.inputs, inputs)
+        spec.check_tensors(spec.inputs, _described(inputs))
         names = [t.name for t in spec.outputs]
         if self.device == "cpu":
             outputs = self.sessions[stage].run(names, {t.name: inputs[t.name] for t in spec.inputs})
         else:
             outputs = self._run_bound(stage, spec, inputs)
         named = dict(zip(names, outputs))
-        _check(spec, spec.outputs, named)
+        spec.check_tensors(spec.outputs, _described(named))
         return named
 
     def _run_bound(self, stage: str, spec: StageSpec, inputs: dict[str, Handle]) -> list[Handle]:
@@ -118,16 +118,13 @@ def _session_options(threads: int) -> ort.SessionOptions:
     return options
 
 
-def _check(spec: StageSpec, tensors: tuple[TensorSpec, ...], given: dict[str, Handle]) -> None:
-    missing = [t.name for t in tensors if t.name not in given]
-    if missing:
-        raise StageContractError(f"stage {spec.name!r}: missing tensors {missing}")
-    for tensor_spec in tensors:
-        handle = given[tensor_spec.name]
-        if isinstance(handle, np.ndarray):
-            tensor_spec.check(spec.name, handle.shape, str(handle.dtype))
-        else:
-            tensor_spec.check(spec.name, tuple(handle.shape()), _ORT_TYPES.get(handle.data_type(), handle.data_type()))
+def _described(handles: dict[str, Handle]) -> dict[str, tuple[tuple[int, ...], str]]:
+    """(shape, numpy dtype name) of numpy arrays and OrtValues alike."""
+    return {
+        name: (handle.shape, str(handle.dtype)) if isinstance(handle, np.ndarray)
+        else (tuple(handle.shape()), _ORT_TYPES.get(handle.data_type(), handle.data_type()))
+        for name, handle in handles.items()
+    }
 
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
