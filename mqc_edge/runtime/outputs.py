@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from mqc_edge.atomic import write_atomically, write_text_atomically
+from mqc_edge.atomic import write_atomically
 
 
 def coco_rle(mask: np.ndarray) -> dict:
@@ -60,7 +60,11 @@ class RunWriter:
         if save_logits:
             (self.out_dir / "logits").mkdir(parents=True, exist_ok=True)
         self._results_fd = os.open(self.out_dir / "results.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        self._rles: dict[str, dict] = {}
+        # COCO RLEs stream into a hidden file renamed at close: nothing per frame stays in memory.
+        self._rle_final = self.out_dir / "masks_coco_rle.json"
+        self._rle_file = open(self.out_dir / f".{self._rle_final.name}.partial", "w", encoding="utf-8")
+        self._rle_file.write("{")
+        self._rle_separator = ""
 
     def write_frame(self, name: str, mask: np.ndarray, record: dict, logits: np.ndarray | None = None) -> None:
         """Persist one frame: mask PNG, optional logits, one results line."""
@@ -69,12 +73,15 @@ class RunWriter:
             write_atomically(self.out_dir / "logits" / f"{name}.npy", lambda tmp: np.save(tmp, logits.astype(np.float32)))
         line = json.dumps({"frame": name, **record}, sort_keys=True) + "\n"
         os.write(self._results_fd, line.encode("utf-8"))
-        self._rles[name] = coco_rle(mask)
+        self._rle_file.write(f"{self._rle_separator}{json.dumps(name)}: {json.dumps(coco_rle(mask))}")
+        self._rle_separator = ", "
 
     def close(self) -> None:
         """Finish summary files; safe to call after a failure (keeps what was computed)."""
         os.close(self._results_fd)
-        write_text_atomically(self.out_dir / "masks_coco_rle.json", json.dumps(self._rles))
+        self._rle_file.write("}")
+        self._rle_file.close()
+        os.replace(self._rle_file.name, self._rle_final)
 
     def __enter__(self) -> RunWriter:
         return self
