@@ -4,7 +4,7 @@
 O/masks/<frame>.png        0/255 binary mask at frame size
 O/logits/<frame>.npy       float32 mask logits at frame size (--save-logits), to compare runs
 O/results.jsonl            one JSON object a frame: scores, gates fired, timings
-O/masks_coco_rle.json      COCO run-length encodings of all masks (written at close)
+O/masks_coco_rle.json      COCO run-length encodings of all masks (streamed, renamed into place at close)
 O/overlay.mp4              frames with the masks blended in, one colour per object (optional)
 ```
 Every file is complete or absent: images, arrays and the overlay video are renamed into place,
