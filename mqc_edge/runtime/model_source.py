@@ -40,29 +40,32 @@ def load_model_source(
     """Load `checkpoint` (mqc-edge .safetensors, or Meta's SAM 2.1 .pt / .safetensors with
     `model_config` and `image_size`, or an `mqc-edge export` directory) on the named backend."""
     checkpoint = Path(checkpoint)
-    manifest = load_manifest(checkpoint) if (checkpoint / MANIFEST_NAME).is_file() else None
-    if manifest is not None:
-        options = _export_options(manifest, backend, device)
-    elif backend != "torch":
-        raise ConfigError(
-            f"backend {backend!r} runs an export directory; {checkpoint} is not one (run `mqc-edge export`)"
-        )
-    else:
+    manifest: Manifest | None = None
+    if not (checkpoint / MANIFEST_NAME).is_file():
+        if backend != "torch":
+            raise ConfigError(
+                f"backend {backend!r} runs an export directory; {checkpoint} is not one (run `mqc-edge export`)"
+            )
         options = {"checkpoint": checkpoint, "model_config": model_config, "image_size": image_size, "device": device}
+    elif backend == "torch":
+        manifest = load_manifest(checkpoint)
+        options = _torch_options(manifest, device)
+    else:
+        options = {"export_dir": checkpoint}
     stage_backend = load_backend(backend, threads=threads, **options)
     mqc = stage_backend.geometry.mqc
     tokenizer_file = getattr(stage_backend, "tokenizer_file", None)
     tokenizer = TextTokenizer(tokenizer_file, mqc.text_tokens) if mqc is not None and tokenizer_file else None
+    # Graph backends verify the manifest themselves (it re-hashes every file): read it once.
+    manifest = manifest or getattr(stage_backend, "manifest", None)
     texts_file = manifest.file("texts") if manifest is not None else None
     text_cache = load_text_embeddings(texts_file) if texts_file is not None else None
     return ModelSource(stage_backend, tokenizer, text_cache, getattr(stage_backend, "description", str(checkpoint)))
 
 
-def _export_options(manifest: Manifest, backend: str, device: str) -> dict[str, object]:
-    """An export directory gives its graphs to the graph backends and its source weights to torch,
-    so `--backend torch` on it is the reference the graphs were checked against."""
-    if backend != "torch":
-        return {"export_dir": manifest.root}
+def _torch_options(manifest: Manifest, device: str) -> dict[str, object]:
+    """An export directory gives its source weights to torch, so `--backend torch` on it is the
+    reference the graphs were checked against."""
     return {
         "checkpoint": manifest.file("weights"),
         "variant": manifest.content["model"]["sam2_variant"],
