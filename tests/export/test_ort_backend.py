@@ -56,7 +56,7 @@ def test_a_signature_that_differs_from_the_contract_is_refused(exported, tmp_pat
         OrtBackend(copy)
 
 
-def test_sessions_use_the_configured_threads_sequentially_fully_optimised(exported) -> None:
+def test_sessions_use_the_configured_threads_sequentially_fully_optimised_without_spinning(exported) -> None:
     backend = load_backend("onnxruntime", export_dir=exported[0], threads=2)
     assert set(backend.sessions) == set(backend.specs)
     for session in backend.sessions.values():
@@ -65,6 +65,7 @@ def test_sessions_use_the_configured_threads_sequentially_fully_optimised(export
         assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
         assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         assert session.get_providers() == ["CPUExecutionProvider"]
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_wrong_input_names_stage_and_tensor(backends) -> None:
