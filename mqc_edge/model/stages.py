@@ -102,10 +102,12 @@ class MemoryAttentionStage(nn.Module):
     signed frame distance gets a sine encoding normalised by max_obj_ptrs - 1.
     """
 
-    def __init__(self, model: SAM2Base, rope: Callable | None = None) -> None:
+    def __init__(self, model: SAM2Base, rope: Callable | None = None, attention: Callable | None = None) -> None:
         super().__init__()
         self.model = model
         self.rope = rope or sam2_rope  # export passes kernels.rope.RealAxialRope (no complex tensors)
+        # export passes kernels.folded_readout.folded_rope_attention (values read on 64 channels)
+        self.attention = attention or masked_rope_attention
         self.geometry = geometry_of(model)
         s = self.geometry.feat_size
         neck_pos = model.image_encoder.neck.position_encoding
@@ -141,6 +143,7 @@ class MemoryAttentionStage(nn.Module):
             key_valid.reshape(1, 1, 1, -1),
             num_ptr_tokens=ptr_tokens.shape[1],
             rope=self.rope,
+            cross_attention=self.attention,
         )
         return out.permute(0, 2, 1).reshape(feat.shape)
 
@@ -181,15 +184,18 @@ def attend_memory(
     key_valid: Tensor,
     num_ptr_tokens: int,
     rope: Callable,
+    cross_attention: Callable | None = None,
 ) -> Tensor:
-    """`MemoryAttention.forward` (batch first) with masked cross-attention keys."""
+    """`MemoryAttention.forward` (batch first) with masked cross-attention keys;
+    `cross_attention` defaults to `masked_rope_attention`."""
+    cross_attention = cross_attention or masked_rope_attention
     output = curr + 0.1 * curr_pos if attention.pos_enc_at_input else curr
     for layer in attention.layers:
         hidden = layer.norm1(output)
         query = hidden + curr_pos if layer.pos_enc_at_attn else hidden
         output = output + layer.self_attn(query, query, v=hidden)
         hidden = layer.norm2(output)
-        output = output + masked_rope_attention(
+        output = output + cross_attention(
             layer.cross_attn_image,
             q=hidden + curr_pos if layer.pos_enc_at_cross_attn_queries else hidden,
             k=memory + memory_pos if layer.pos_enc_at_cross_attn_keys else memory,
