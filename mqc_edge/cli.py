@@ -124,7 +124,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     config = BenchConfig(
         model_dir=args.model_dir, out_dir=args.out, backends=tuple(args.backends), vs_pytorch=args.vs_pytorch,
-        vs_sam2=args.vs_sam2, mode=args.mode, frames=args.frames, repeats=args.repeats, threads=args.threads,
+        vs_sam2=args.vs_sam2, modes=tuple(args.modes), objects=tuple(args.objects), frames=args.frames, repeats=args.repeats, threads=args.threads,
         video=args.video, box=tuple(args.box) if args.box else None, clip_size=args.clip_size, seed=args.seed,
         device_peak=args.device_peak,
     )
@@ -231,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
                        choices=("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "torch"))
     bench.add_argument("--vs-pytorch", action="store_true", help="add the torch reference pipeline")
     bench.add_argument("--vs-sam2", action="store_true", help="add Meta's SAM2VideoPredictor (same weights)")
-    bench.add_argument("--mode", choices=("sam2", "mqc"), default="sam2")
+    bench.add_argument("--modes", nargs="+", choices=("sam2", "mqc"), default=["sam2"],
+                       help="our runtime's modes (Meta's predictor is SAM 2); mqc needs an MQC-SAM export")
+    bench.add_argument("--objects", nargs="+", type=int, default=[1],
+                       help="object counts, one round each (e.g. 1 4 16); the first is the headline")
     bench.add_argument("--frames", type=int, default=24)
     bench.add_argument("--repeats", type=int, default=3, help="interleaved passes after one warm-up pass")
     bench.add_argument("--threads", type=int, default=2)

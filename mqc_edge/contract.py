@@ -9,8 +9,13 @@ engines need no dynamic profile and a step can be captured as a CUDA graph:
   stage looks up in `maskmem_tpos_enc` itself;
 - object pointers are a fixed block of `max_obj_ptrs` with a validity mask and signed frame
   distances that the stage turns into sine encodings itself.
-The one symbolic dimension is `prompt_tokens` (SAM prompt tokens: user points + box corners +
-one padding point): it is 2 on every tracking frame, and free only on the prompted frame.
+Two dimensions are symbolic:
+- `prompt_tokens` (SAM prompt tokens: user points + box corners + one padding point): 2 on
+  every tracking frame, and free only on the prompted frame;
+- `objects`, the leading dimension of the per-object tensors of memory attention, the mask
+  decoder and the memory encoder: several objects on one frame run as one batch, reading the
+  frame's features (batch 1) once. A single object is a batch of one; a TensorRT engine
+  takes it as an optimisation profile (1 .. `MAX_OBJECTS`).
 
 A model with MQC parts (`ModelGeometry.mqc` set) adds four stages: `text_encoder`,
 `prompt_fusion`, `dami_attention` (memory in the fixed anchor / FIFO / prototype slots of the
@@ -27,6 +32,10 @@ from mqc_edge.errors import StageContractError
 
 PROMPT_TOKENS = "prompt_tokens"
 """Symbolic dimension: number of sparse prompt tokens (see module docstring)."""
+OBJECTS = "objects"
+"""Symbolic dimension: objects tracked together in one batch (see module docstring)."""
+MAX_OBJECTS = 64
+"""Largest `objects` batch an export accepts (ours: the benchmark goes to 16)."""
 
 TRACKING_PROMPT_TOKENS = 2
 """SAM 2 feeds one 'no point' plus the prompt encoder's padding point on tracking frames
@@ -115,11 +124,15 @@ class ModelGeometry:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named tensor of a stage; a str dimension is symbolic (only `PROMPT_TOKENS`)."""
+    """One named tensor of a stage; a str dimension is symbolic (`PROMPT_TOKENS`, `OBJECTS`)."""
 
     name: str
     dtype: str
     shape: tuple[int | str, ...]
+
+    def resolved(self, sizes: dict[str, int]) -> "TensorSpec":
+        """This spec with its symbolic dimensions set, e.g. `{OBJECTS: 1}` for one object's buffer."""
+        return TensorSpec(self.name, self.dtype, tuple(sizes[d] if isinstance(d, str) else d for d in self.shape))
 
     def check(self, stage: str, shape: tuple[int, ...], dtype: str) -> None:
         """Raise `StageContractError` when an actual tensor does not fit this spec."""
@@ -149,12 +162,22 @@ class StageSpec:
 
     def check_tensors(self, specs: tuple[TensorSpec, ...], given: dict[str, tuple[tuple[int, ...], str]]) -> None:
         """Raise `StageContractError` unless every tensor of `specs` is in `given` (name ->
-        (shape, numpy dtype name)) and fits; every backend checks its inputs and outputs here."""
+        (shape, numpy dtype name)) and fits, a symbolic dimension having one size across them;
+        every backend checks its inputs and outputs here."""
         missing = [spec.name for spec in specs if spec.name not in given]
         if missing:
             raise StageContractError(f"stage {self.name!r}: missing tensors {missing}")
+        bound: dict[str, tuple[int, str]] = {}
         for spec in specs:
+            shape = given[spec.name][0]
             spec.check(self.name, *given[spec.name])
+            for want, got in zip(spec.shape, shape):
+                if isinstance(want, str):
+                    size, first = bound.setdefault(want, (got, spec.name))
+                    if size != got:
+                        raise StageContractError(
+                            f"stage {self.name!r}: {want} is {size} in {first!r} but {got} in {spec.name!r}"
+                        )
 
 
 def _by_name(stage: str, specs: tuple[TensorSpec, ...], name: str) -> TensorSpec:
@@ -177,15 +200,16 @@ def stage_specs(g: ModelGeometry) -> dict[str, StageSpec]:
 
 
 def _sam2_stage_specs(g: ModelGeometry) -> dict[str, StageSpec]:
-    s, low, hid, mem = g.feat_size, g.lowres_size, g.hidden_dim, g.mem_dim
+    s, low, hid, mem, o = g.feat_size, g.lowres_size, g.hidden_dim, g.mem_dim, OBJECTS
     feat = _f32("feat", 1, hid, s, s)
     fpn0 = _f32("fpn0", 1, hid // 8, 4 * s, 4 * s)
     fpn1 = _f32("fpn1", 1, hid // 4, 2 * s, 2 * s)
     conditioned = _f32("feat_conditioned", 1, hid, s, s)
     sparse = _f32("sparse_prompt", 1, PROMPT_TOKENS, hid)
     dense = _f32("dense_prompt", 1, hid, s, s)
-    mask_lowres = _f32("mask_lowres", 1, 1, low, low)
-    object_score = _f32("object_score", 1, 1)
+    mask_lowres = _f32("mask_lowres", o, 1, low, low)
+    object_score = _f32("object_score", o, 1)
+    conditioned_batch = _f32("feat_conditioned", o, hid, s, s)
     stages = (
         StageSpec("image_encoder", (_f32("image", 1, 3, g.image_size, g.image_size),), (fpn0, fpn1, feat)),
         StageSpec(
@@ -203,31 +227,34 @@ def _sam2_stage_specs(g: ModelGeometry) -> dict[str, StageSpec]:
             "memory_attention",
             (
                 feat,
-                _f32("memory", g.num_maskmem, mem, s, s),
-                TensorSpec("memory_tpos", "int64", (g.num_maskmem,)),
-                TensorSpec("memory_valid", "bool", (g.num_maskmem,)),
-                _f32("obj_ptrs", g.max_obj_ptrs, hid),
-                TensorSpec("obj_ptr_tpos", "int64", (g.max_obj_ptrs,)),
-                TensorSpec("obj_ptr_valid", "bool", (g.max_obj_ptrs,)),
+                _f32("memory", o, g.num_maskmem, mem, s, s),
+                TensorSpec("memory_tpos", "int64", (o, g.num_maskmem)),
+                TensorSpec("memory_valid", "bool", (o, g.num_maskmem)),
+                _f32("obj_ptrs", o, g.max_obj_ptrs, hid),
+                TensorSpec("obj_ptr_tpos", "int64", (o, g.max_obj_ptrs)),
+                TensorSpec("obj_ptr_valid", "bool", (o, g.max_obj_ptrs)),
             ),
-            (conditioned,),
+            (conditioned_batch,),
         ),
         StageSpec(
             "mask_decoder",
-            (conditioned, fpn0, fpn1, sparse, dense, TensorSpec("multimask", "bool", (1,))),
             (
-                _f32("masks_lowres_all", 1, g.num_mask_tokens, low, low),
-                _f32("ious_all", 1, g.num_mask_tokens),
+                conditioned_batch, fpn0, fpn1, _f32("sparse_prompt", o, PROMPT_TOKENS, hid),
+                _f32("dense_prompt", o, hid, s, s), TensorSpec("multimask", "bool", (1,)),
+            ),
+            (
+                _f32("masks_lowres_all", o, g.num_mask_tokens, low, low),
+                _f32("ious_all", o, g.num_mask_tokens),
                 mask_lowres,
-                _f32("iou", 1, 1),
-                _f32("obj_ptr", 1, hid),
+                _f32("iou", o, 1),
+                _f32("obj_ptr", o, hid),
                 object_score,
             ),
         ),
         StageSpec(
             "memory_encoder",
             (feat, mask_lowres, object_score, TensorSpec("binarize", "bool", (1,))),
-            (_f32("memory", 1, mem, s, s),),
+            (_f32("memory", o, mem, s, s),),
         ),
     )
     return {stage.name: stage for stage in stages}

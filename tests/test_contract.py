@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mqc_edge.contract import PROMPT_TOKENS, ModelGeometry, MQCGeometry, TensorSpec, stage_specs
+from mqc_edge.contract import OBJECTS, PROMPT_TOKENS, ModelGeometry, MQCGeometry, TensorSpec, stage_specs
 from mqc_edge.errors import StageContractError
 
 
@@ -13,23 +13,42 @@ def test_shapes_are_resolved_from_the_geometry() -> None:
     assert specs["image_encoder"].input("image").shape == (1, 3, 480, 480)
     assert specs["image_encoder"].output("feat").shape == (1, 256, 30, 30)
     assert specs["image_encoder"].output("fpn0").shape == (1, 32, 120, 120)
-    assert specs["mask_decoder"].output("mask_lowres").shape == (1, 1, 120, 120)
-    assert specs["memory_attention"].input("memory").shape == (7, 64, 30, 30)
-    assert specs["memory_attention"].input("obj_ptrs").shape == (16, 256)
-    assert specs["memory_encoder"].output("memory").shape == (1, 64, 30, 30)
+    assert specs["mask_decoder"].output("mask_lowres").shape == (OBJECTS, 1, 120, 120)
+    assert specs["memory_attention"].input("memory").shape == (OBJECTS, 7, 64, 30, 30)
+    assert specs["memory_attention"].input("obj_ptrs").shape == (OBJECTS, 16, 256)
+    assert specs["memory_encoder"].output("memory").shape == (OBJECTS, 64, 30, 30)
+    assert specs["memory_attention"].input("memory").resolved({OBJECTS: 1}).shape == (1, 7, 64, 30, 30)
 
 
-def test_only_prompt_tokens_is_symbolic() -> None:
+def test_prompt_tokens_and_per_object_batches_are_the_only_symbolic_dims() -> None:
+    specs = stage_specs(ModelGeometry(mqc=MQCGeometry()))
     symbolic = {
-        (stage.name, tensor.name)
-        for stage in stage_specs(ModelGeometry()).values()
+        (stage.name, tensor.name, dim)
+        for stage in specs.values()
         for tensor in stage.inputs + stage.outputs
-        if any(isinstance(dim, str) for dim in tensor.shape)
+        for dim in tensor.shape
+        if isinstance(dim, str)
     }
-    assert symbolic == {
-        ("prompt_encoder", "point_coords"), ("prompt_encoder", "point_labels"),
-        ("prompt_encoder", "sparse_prompt"), ("mask_decoder", "sparse_prompt"),
-    }
+    prompt = {("prompt_encoder", "point_coords"), ("prompt_encoder", "point_labels"),
+              ("prompt_encoder", "sparse_prompt"), ("mask_decoder", "sparse_prompt")}
+    assert {(stage, tensor) for stage, tensor, dim in symbolic if dim == PROMPT_TOKENS} == prompt
+    batched = {(stage, tensor) for stage, tensor, dim in symbolic if dim == OBJECTS}
+    assert {stage for stage, _ in batched} == {"memory_attention", "mask_decoder", "memory_encoder"}
+    shared = {("memory_attention", "feat"), ("mask_decoder", "fpn0"), ("mask_decoder", "fpn1"),
+              ("mask_decoder", "multimask"), ("memory_encoder", "feat"), ("memory_encoder", "binarize")}
+    for stage, tensor in shared:  # the frame's features and flags are read once for the batch
+        assert (stage, tensor) not in batched
+    for name in ("memory_attention", "mask_decoder", "memory_encoder"):
+        assert all((name, t.name) in batched for t in specs[name].outputs)
+
+
+def test_a_symbolic_dim_must_have_one_size_across_a_stage_s_tensors() -> None:
+    spec = stage_specs(ModelGeometry(image_size=64))["memory_encoder"]
+    given = {"feat": ((1, 256, 4, 4), "float32"), "mask_lowres": ((3, 1, 16, 16), "float32"),
+             "object_score": ((3, 1), "float32"), "binarize": ((1,), "bool")}
+    spec.check_tensors(spec.inputs, given)
+    with pytest.raises(StageContractError, match=r"objects is 3 in 'mask_lowres' but 2 in 'object_score'"):
+        spec.check_tensors(spec.inputs, dict(given, object_score=((2, 1), "float32")))
 
 
 def test_tensor_names_are_unique_within_each_side_of_a_stage() -> None:

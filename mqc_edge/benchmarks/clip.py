@@ -13,11 +13,15 @@ from mqc_edge.data.synth import random_scene, render_video
 from mqc_edge.errors import ConfigError
 
 
+Box = tuple[float, float, float, float]
+"""x0, y0, x1, y1 in frame pixels (SAM's convention: x1/y1 exclusive)."""
+
+
 @dataclass(frozen=True)
 class BenchClip:
     folder: Path  # JPEGs named 00000.jpg ... (Meta's predictor reads the folder)
     frames: list[np.ndarray]  # the same JPEGs decoded, uint8 RGB (our contestants read these)
-    boxes: list[tuple[float, float, float, float]]  # x0, y0, x1, y1 per prompted object on frame 0
+    boxes: list[Box]  # per object visible on frame 0, referred targets first
 
 
 def box_of(mask: np.ndarray) -> tuple[float, float, float, float]:
@@ -52,3 +56,18 @@ def video_clip(folder: Path, video: Path, frames: int, boxes: list[tuple[float, 
         writer.write_frame("clip", f"{index:05d}", frame.rgb)
     jpegs = folder / "JPEGImages" / "clip"
     return BenchClip(jpegs, [frame.rgb for frame in iter_frames(jpegs)], boxes)
+
+
+def prompt_boxes(boxes: list[Box], count: int, frame_size: tuple[int, int]) -> list[Box]:
+    """`count` prompts: the clip's objects in order, then, when it has fewer, the same boxes
+    again grown by 2 px a side per round (distinct prompts around a real object), kept inside
+    the (H, W) frame."""
+    if not boxes:
+        raise ConfigError("benchmark clip: no object to prompt on frame 0")
+    height, width = frame_size
+    prompts = []
+    for index in range(count):
+        x0, y0, x1, y1 = boxes[index % len(boxes)]
+        grow = 2.0 * (index // len(boxes))
+        prompts.append((max(x0 - grow, 0.0), max(y0 - grow, 0.0), min(x1 + grow, width), min(y1 + grow, height)))
+    return prompts

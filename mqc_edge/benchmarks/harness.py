@@ -3,7 +3,8 @@
 Contestants run interleaved (repeat 1 of each, then repeat 2 of each, ...) after one warm-up
 pass each, so a slow drift of the machine (thermal, a neighbour process) spreads over all of
 them instead of biasing whichever ran last. Ratios are only ever taken between contestants of
-the same run.
+the same run. With several object counts (`--objects 1 4 16`) every count is such a round,
+on the same clip, and every contestant gets the same boxes.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-
-from mqc_edge.benchmarks.clip import BenchClip, synthetic_clip, video_clip
+from mqc_edge.benchmarks.clip import BenchClip, Box, prompt_boxes, synthetic_clip, video_clip
 from mqc_edge.benchmarks.contestant import ContestantRun
 from mqc_edge.benchmarks.cost_model import graph_cost
 from mqc_edge.benchmarks.memory import peak_resident_bytes
@@ -26,10 +26,11 @@ from mqc_edge.contract import TRACKING_PROMPT_TOKENS
 from mqc_edge.errors import ConfigError
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.manifest import load_manifest
-from mqc_edge.runtime.model_source import load_model_source
-from mqc_edge.runtime.tracker import Tracker
+from mqc_edge.runtime.model_source import ModelSource, load_model_source
+from mqc_edge.runtime.multi_tracker import MultiTracker
 
 META = "meta-sam2-predictor"
+MODES = ("sam2", "mqc")
 
 
 @dataclass(frozen=True)
@@ -41,15 +42,22 @@ class BenchConfig:
     backends: tuple[str, ...] = ("onnxruntime",)  # our runtime's backends under test
     vs_pytorch: bool = False  # add the torch reference pipeline (same Tracker, torch stages)
     vs_sam2: bool = False  # add Meta's SAM2VideoPredictor (box prompt, same weights and size)
-    mode: str = "sam2"  # head-to-head is SAM 2 mode; MQC mode is reported beside it
+    modes: tuple[str, ...] = ("sam2",)  # head-to-head is SAM 2 mode; "mqc" (an MQC-SAM export) is reported beside it
+    objects: tuple[int, ...] = (1,)  # objects tracked at once, one round per count; the first is the headline
     frames: int = 24  # the issue's clip length
     repeats: int = 3  # interleaved passes per contestant after one warm-up pass
     threads: int = 2  # intra-op threads of every contestant (this machine has 2 cores)
     video: Path | None = None  # a user's video; default a synthetic satellite clip
-    box: tuple[float, float, float, float] | None = None  # prompt box for a user's video
+    box: Box | None = None  # prompt box for a user's video
     clip_size: int = 480  # synthetic clip side, px
     seed: int = 0
     device_peak: tuple[float, float] | None = None  # (GFLOP/s, GB/s); default: measured MatMul peak, bandwidth 20 GB/s
+
+    def __post_init__(self) -> None:
+        if not self.modes or set(self.modes) - set(MODES):
+            raise ConfigError(f"bench modes: expected some of {MODES}, got {self.modes}")
+        if not self.objects or min(self.objects) < 1:
+            raise ConfigError(f"bench objects: expected counts >= 1, got {self.objects}")
 
 
 @dataclass
@@ -64,54 +72,66 @@ class ContestantResults:
         return [ms for run in self.runs for ms in run.stage_ms.get(key, [])]
 
 
-def _tracker_factory(config: BenchConfig, backend: str) -> Callable[[], Tracker]:
-    source = load_model_source(config.model_dir, backend=backend, threads=config.threads)
-    tracker_config = TrackerConfig(mode=config.mode)
-    return lambda: Tracker(source.backend, tracker_config, source.tokenizer, source.text_cache)
+def contestant_name(backend: str, mode: str) -> str:
+    return f"mqc-edge/{backend}" + ("" if mode == "sam2" else f" ({mode} mode)")
 
 
-def _meta_runner(config: BenchConfig, clip: BenchClip, scratch: Path) -> Callable[[], ContestantRun]:
+def _meta_predictor(config: BenchConfig, scratch: Path):
     import torch
 
-    from mqc_edge.benchmarks.meta_predictor import build_meta_predictor, meta_checkpoint, run_meta_predictor
+    from mqc_edge.benchmarks.meta_predictor import build_meta_predictor, meta_checkpoint
 
     torch.set_num_threads(config.threads)
     manifest = load_manifest(config.model_dir)
     checkpoint = meta_checkpoint(manifest.file("weights"), scratch / "meta_sam2.pt")
-    predictor = build_meta_predictor(checkpoint, manifest.content["model"]["sam2_variant"], manifest.geometry.image_size)
-    return lambda: run_meta_predictor(predictor, clip.folder, clip.boxes[:1])
+    return build_meta_predictor(checkpoint, manifest.content["model"]["sam2_variant"], manifest.geometry.image_size)
 
 
-def _contestants(config: BenchConfig, clip: BenchClip, scratch: Path) -> dict[str, Callable[[], ContestantRun]]:
-    prompt = {"box": clip.boxes[0]}
-    names = list(config.backends) + (["torch"] if config.vs_pytorch else [])
+def _runners(config: BenchConfig, clip: BenchClip, boxes: list[Box], sources: dict[str, ModelSource],
+             meta) -> dict[str, Callable[[], ContestantRun]]:
+    """One pass of each contestant on `boxes`, as a call."""
+    from mqc_edge.benchmarks.meta_predictor import run_meta_predictor
+
+    prompts = [{"box": box} for box in boxes]
     runners: dict[str, Callable[[], ContestantRun]] = {}
-    for backend in names:
-        make_tracker = _tracker_factory(config, backend)
-        runners[f"mqc-edge/{backend}"] = lambda make=make_tracker, name=backend: run_tracker(
-            f"mqc-edge/{name}", make(), clip.frames, prompt)
-    if config.vs_sam2:
-        runners[META] = _meta_runner(config, clip, scratch)
+    for mode in config.modes:
+        for backend, source in sources.items():
+            name = contestant_name(backend, mode)
+            runners[name] = lambda s=source, c=TrackerConfig(mode=mode), n=name: run_tracker(
+                n, MultiTracker(s.backend, c, s.tokenizer, s.text_cache), clip.frames, prompts)
+    if meta is not None:
+        runners[META] = lambda: run_meta_predictor(meta, clip.folder, boxes)
     return runners
 
 
-def measure(config: BenchConfig, clip: BenchClip, scratch: Path) -> dict[str, ContestantResults]:
-    """One warm-up pass per contestant (not recorded), then `repeats` interleaved passes."""
-    runners = _contestants(config, clip, scratch)
+def interleave(runners: dict[str, Callable[[], ContestantRun]], repeats: int) -> dict[str, ContestantResults]:
+    """One warm-up pass per contestant (not recorded), then `repeats` rounds of one pass each."""
     for run in runners.values():
         run()
     results = {name: ContestantResults() for name in runners}
-    for _ in range(config.repeats):
+    for _ in range(repeats):
         for name, run in runners.items():
             results[name].runs.append(run())
     return results
 
 
-def _stage_costs(config: BenchConfig, peak_gflops: float, bandwidth: float) -> dict[str, dict]:
+def measure(config: BenchConfig, clip: BenchClip, scratch: Path) -> dict[int, dict[str, ContestantResults]]:
+    """Per object count, every contestant's passes; models and sessions are loaded once."""
+    names = list(config.backends) + (["torch"] if config.vs_pytorch else [])
+    sources = {backend: load_model_source(config.model_dir, backend=backend, threads=config.threads)
+               for backend in names}
+    meta = _meta_predictor(config, scratch) if config.vs_sam2 else None
+    frame_size = clip.frames[0].shape[:2]
+    return {count: interleave(_runners(config, clip, prompt_boxes(clip.boxes, count, frame_size), sources, meta),
+                              config.repeats)
+            for count in config.objects}
+
+
+def _stage_costs(config: BenchConfig, peak_gflops: float, bandwidth: float, objects: int) -> dict[str, dict]:
     manifest = load_manifest(config.model_dir)
     costs = {}
     for stage in manifest.content["stages"]:
-        cost = graph_cost(manifest.stage_file(stage), {"prompt_tokens": TRACKING_PROMPT_TOKENS})
+        cost = graph_cost(manifest.stage_file(stage), {"prompt_tokens": TRACKING_PROMPT_TOKENS, "objects": objects})
         costs[stage] = {"gflop": cost.flops / 1e9, "gflop_compute": cost.flops_compute / 1e9,
                         "mbytes_min": cost.bytes_min / 1e6, "floor_ms": cost.floor_ms(peak_gflops, bandwidth)}
     return costs
@@ -137,38 +157,68 @@ def _summarize_contestant(results: ContestantResults, costs: dict[str, dict]) ->
     return summary
 
 
+def _speedups(contestants: dict[str, dict]) -> dict[str, float]:
+    """Meta's ms/frame p50 over each of ours (empty without Meta's predictor)."""
+    if META not in contestants:
+        return {}
+    meta_ms = contestants[META]["ms_per_frame"]["p50"]
+    return {name: meta_ms / summary["ms_per_frame"]["p50"] for name, summary in contestants.items() if name != META}
+
+
+def _by_objects(summaries: dict[int, dict[str, dict]]) -> dict[str, dict]:
+    """Per object count: each contestant's ms/frame, FPS, stage p50s and its ratio to the first count."""
+    first = next(iter(summaries.values()))
+    return {
+        str(count): {
+            "contestants": {
+                name: {"ms_per_frame": summary["ms_per_frame"], "fps": summary["fps"],
+                       "stages_p50": {stage: stats["p50"] for stage, stats in summary["stages"].items()},
+                       "vs_first_count": summary["ms_per_frame"]["p50"] / first[name]["ms_per_frame"]["p50"]}
+                for name, summary in contestants.items()
+            },
+            "speedup_vs_sam2": _speedups(contestants),
+        }
+        for count, contestants in summaries.items()
+    }
+
+
+def _clip(config: BenchConfig, scratch: Path) -> BenchClip:
+    if config.video is None:
+        return synthetic_clip(scratch / "clip", config.frames, config.clip_size, config.seed)
+    if config.box is None:
+        raise ConfigError(f"bench --video {config.video}: give --box x0 y0 x1 y1 for its first frame")
+    return video_clip(scratch / "clip", config.video, config.frames, [config.box])
+
+
 def run_benchmark(config: BenchConfig) -> dict:
     """Measure every contestant, write R/report.json, R/report.md and the plots; return the report."""
     from mqc_edge.benchmarks.report import write_report
 
-    if config.mode not in ("sam2", "mqc"):
-        raise ConfigError(f"bench mode: expected 'sam2' or 'mqc', got {config.mode!r}")
     peak = measure_matmul_peak(threads=config.threads)
     peak_gflops, bandwidth = config.device_peak or (peak.gflops_median, 20.0)
-    costs = _stage_costs(config, peak_gflops, bandwidth)
     with tempfile.TemporaryDirectory(prefix="mqc-bench-") as scratch_name:
-        scratch = Path(scratch_name)
-        if config.video is None:
-            clip = synthetic_clip(scratch / "clip", config.frames, config.clip_size, config.seed)
-        elif config.box is None:
-            raise ConfigError(f"bench --video {config.video}: give --box x0 y0 x1 y1 for its first frame")
-        else:
-            clip = video_clip(scratch / "clip", config.video, config.frames, [config.box])
-        results = measure(config, clip, scratch)
-    contestants = {name: _summarize_contestant(result, costs) for name, result in results.items()}
+        results = measure(config, _clip(config, Path(scratch_name)), Path(scratch_name))
+    costs = {count: _stage_costs(config, peak_gflops, bandwidth, count) for count in config.objects}
+    for name, result in ((name, result) for by_name in results.values() for name, result in by_name.items()):
+        if not result.samples():
+            raise ConfigError(f"bench: {name} emitted no frame one at a time in {config.frames} frames (MQC mode "
+                              "holds the first frames back for TMCC's window): give more --frames")
+    summaries = {count: {name: _summarize_contestant(result, costs[count]) for name, result in by_name.items()}
+                 for count, by_name in results.items()}
+    headline = config.objects[0]
     report = {
-        "config": {"model_dir": str(config.model_dir), "mode": config.mode, "frames": config.frames,
-                   "repeats": config.repeats, "threads": config.threads, "clip": str(config.video or "synthetic"),
-                   "machine": platform.processor() or platform.machine()},
+        "config": {"model_dir": str(config.model_dir), "modes": list(config.modes), "objects": list(config.objects),
+                   "frames": config.frames, "repeats": config.repeats, "threads": config.threads,
+                   "clip": str(config.video or "synthetic"), "machine": platform.processor() or platform.machine()},
         "peak": {"matmul_gflops_median": peak.gflops_median, "matmul_gflops_best": peak.gflops_best,
                  "used_gflops": peak_gflops, "used_gbps": bandwidth},
-        "stage_costs": costs,
-        "contestants": contestants,
+        "stage_costs": costs[headline],
+        "contestants": summaries[headline],
         "peak_resident_mb": peak_resident_bytes() / 2**20,
     }
-    if META in contestants:
-        meta_ms = contestants[META]["ms_per_frame"]["p50"]
-        report["speedup_vs_sam2"] = {name: meta_ms / summary["ms_per_frame"]["p50"]
-                                     for name, summary in contestants.items() if name != META}
+    if config.vs_sam2:
+        report["speedup_vs_sam2"] = _speedups(summaries[headline])
+    if len(config.objects) > 1:
+        report["by_objects"] = _by_objects(summaries)
     write_report(report, config.out_dir)
     return report

@@ -11,8 +11,9 @@ from mqc_edge.benchmarks.tracker_contestant import ORCHESTRATION
 
 def markdown(report: dict) -> str:
     """The report as markdown tables: contestants, then per-stage latency against the floor."""
-    lines = [f"# mqc-edge benchmark ({report['config']['mode']} mode, {report['config']['frames']} frames, "
-             f"{report['config']['threads']} threads)", "",
+    config = report["config"]
+    lines = [f"# mqc-edge benchmark ({', '.join(config['modes'])} mode, {config['frames']} frames, "
+             f"{config['objects'][0]} object(s), {config['threads']} threads)", "",
              f"MatMul peak measured in this run: {report['peak']['matmul_gflops_median']:.0f} GFLOP/s (median).", "",
              "| contestant | ms/frame p50 | p90 | p99 | FPS | first mask ms | orchestration | speedup vs SAM 2 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -33,7 +34,22 @@ def markdown(report: dict) -> str:
             extra = ("| | |" if cost is None else
                      f"| {cost['gflop']:.2f} | {efficiency['achieved_gflops']:.0f} | {efficiency['fraction_of_floor']:.2f} |")
             lines.append(f"| {name} | {stage} | {stats['p50']:.2f} | {stats['p90']:.2f} | {stats['p99']:.2f} {extra}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _objects_table(report)) + "\n"
+
+
+def _objects_table(report: dict) -> list[str]:
+    """ms/frame per object count, with the ratio to the first count and the speed-up over Meta's."""
+    if "by_objects" not in report:
+        return []
+    lines = ["", "| objects | contestant | ms/frame p50 | p90 | FPS | vs first count | speedup vs SAM 2 |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for count, entry in report["by_objects"].items():
+        for name, summary in entry["contestants"].items():
+            speedup = entry["speedup_vs_sam2"].get(name)
+            lines.append(f"| {count} | {name} | {summary['ms_per_frame']['p50']:.1f} | {summary['ms_per_frame']['p90']:.1f} | "
+                         f"{summary['fps']:.2f} | {summary['vs_first_count']:.2f}x | "
+                         f"{'' if speedup is None else f'{speedup:.2f}x'} |")
+    return lines
 
 
 def _plot_stages(report: dict, path: Path) -> None:
@@ -71,8 +87,27 @@ def _plot_memory(report: dict, path: Path) -> None:
     plt.close(figure)
 
 
+def _plot_objects(report: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4))
+    counts = [int(count) for count in report["by_objects"]]
+    for name in next(iter(report["by_objects"].values()))["contestants"]:
+        axes.plot(counts, [entry["contestants"][name]["ms_per_frame"]["p50"] for entry in report["by_objects"].values()],
+                  marker="o", label=name)
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(counts, [str(count) for count in counts])
+    axes.set_xlabel("objects tracked at once")
+    axes.set_ylabel("ms per frame (p50)")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=100))
+    plt.close(figure)
+
+
 def write_report(report: dict, out_dir: Path) -> None:
-    """report.json, report.md, stages.png, memory.png under `out_dir`, each written atomically."""
+    """report.json, report.md, stages.png, memory.png (and objects.png with several object
+    counts) under `out_dir`, each written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,3 +116,5 @@ def write_report(report: dict, out_dir: Path) -> None:
     write_text_atomically(out_dir / "report.md", markdown(report))
     _plot_stages(report, out_dir / "stages.png")
     _plot_memory(report, out_dir / "memory.png")
+    if "by_objects" in report:
+        _plot_objects(report, out_dir / "objects.png")

@@ -1,9 +1,10 @@
-"""Our Tracker as a benchmark contestant: one pass over decoded frames, timed per step.
+"""Our runtime as a benchmark contestant: one pass over decoded frames, timed per step.
 
 Frames are decoded before timing starts (Meta's predictor also decodes its whole clip in
-`init_state`, which the report counts in its time to first mask, not per frame). A step's wall
-time is split into the stage times the Tracker reports and the rest: the orchestration
-overhead (memory selection, gates, host reads) that the report shows on its own.
+`init_state`, which the report counts in its time to first mask, not per frame). The objects
+are one `MultiTracker` (one object: a batch of one). A step's wall time is split into the stage
+times the results report (each object's share, summed over the objects) and the rest: the
+orchestration overhead (memory selection, gates, host reads) that the report shows on its own.
 """
 
 from __future__ import annotations
@@ -15,19 +16,22 @@ import numpy as np
 
 from mqc_edge.benchmarks.contestant import ContestantRun
 from mqc_edge.benchmarks.memory import resident_bytes
+from mqc_edge.runtime.multi_tracker import MultiTracker
 from mqc_edge.runtime.results import FrameResult
-from mqc_edge.runtime.tracker import Tracker
 
 ORCHESTRATION = "orchestration"
 """Key of the per-frame overhead (step wall time minus the stage and pre/postprocess times)."""
 
 
-def _record(run: ContestantRun, results: list[FrameResult], wall_ms: float) -> None:
-    """A step that emitted exactly one frame gives one per-frame sample; MQC start-up steps that
-    emit several frames at once are counted in the time to first mask instead."""
-    if len(results) != 1:
+def _record(run: ContestantRun, per_object: list[list[FrameResult]], wall_ms: float) -> None:
+    """A step that emitted exactly one frame per object gives one per-frame sample; MQC start-up
+    steps that emit several frames at once are counted in the time to first mask instead."""
+    if any(len(results) != 1 for results in per_object):
         return
-    timings = results[0].timings_ms
+    timings: dict[str, float] = {}
+    for results in per_object:
+        for stage, ms in results[0].timings_ms.items():
+            timings[stage] = timings.get(stage, 0.0) + ms
     run.frame_ms.append(wall_ms)
     for stage, ms in timings.items():
         run.stage_ms.setdefault(stage, []).append(ms)
@@ -35,22 +39,22 @@ def _record(run: ContestantRun, results: list[FrameResult], wall_ms: float) -> N
     run.resident_bytes.append(resident_bytes())
 
 
-def run_tracker(name: str, tracker: Tracker, frames: Sequence[np.ndarray], prompt: dict) -> ContestantRun:
+def run_tracker(name: str, tracker: MultiTracker, frames: Sequence[np.ndarray], prompts: list[dict]) -> ContestantRun:
     """Prompt frame 0, step through the rest, flush; per-frame samples from steady-state steps."""
     run = ContestantRun(name=name, first_mask_ms=0.0)
     started = time.perf_counter()
-    results = tracker.start(frames[0], **prompt)
-    first_mask_seen = bool(results)
+    results = tracker.start(frames[0], prompts)
+    first_mask_seen = all(results)
     if first_mask_seen:
         run.first_mask_ms = (time.perf_counter() - started) * 1e3
     for frame in frames[1:]:
         begin = time.perf_counter()
         results = tracker.step(frame)
         now = time.perf_counter()
-        if results and not first_mask_seen:
+        if all(results) and not first_mask_seen:
             run.first_mask_ms, first_mask_seen = (now - started) * 1e3, True
             continue
         _record(run, results, (now - begin) * 1e3)
-    if tracker.finish() and not first_mask_seen:
+    if any(tracker.finish()) and not first_mask_seen:
         run.first_mask_ms = (time.perf_counter() - started) * 1e3
     return run

@@ -7,28 +7,30 @@ from typing import Any
 
 import numpy as np
 
-from mqc_edge.contract import PROMPT_TOKENS, StageSpec
+from mqc_edge.contract import OBJECTS, PROMPT_TOKENS, StageSpec
 from mqc_edge.runtime.backend import Handle, StageBackend
 
-EXAMPLE_PROMPT_TOKENS = 3
-"""prompt_tokens while tracing: a box (2 corners) + padding; not 2, which torch.export would
-treat as a possibly specialised size."""
+EXAMPLE_SIZES = {PROMPT_TOKENS: 3, OBJECTS: 2}
+"""Symbolic sizes while tracing and in random parity inputs: prompt_tokens a box (2 corners) +
+padding, not 2; objects 2, not 1. torch.export treats sizes 0/1 (and a size equal to a static
+one) as possibly specialised, and a batch of two also proves objects do not mix."""
 
 
 def random_inputs(spec: StageSpec, seed: int) -> dict[str, np.ndarray]:
     """Contract-shaped inputs: floats ~ N(0, 1); integers in {0, 1}, which index every table a
     stage looks up (temporal encodings, FIFO ranks, SAM's point labels, token ids); booleans
-    random with the first element set, so masks never leave a softmax without a valid key."""
+    random with the first element of each row set, so masks never leave a softmax without a
+    valid key for any object."""
     rng = np.random.default_rng(seed)
     arrays = {}
     for tensor in spec.inputs:
-        shape = tuple(EXAMPLE_PROMPT_TOKENS if dim == PROMPT_TOKENS else dim for dim in tensor.shape)
+        shape = tuple(EXAMPLE_SIZES.get(dim, dim) for dim in tensor.shape)
         dtype = np.dtype(tensor.dtype)
         if dtype == np.float32:
             array = rng.standard_normal(shape).astype(np.float32)
         else:
             array = rng.integers(0, 2, size=shape).astype(dtype)
-            array.reshape(-1)[0] = 1
+            array[..., 0] = 1
         arrays[tensor.name] = array
     return arrays
 

@@ -1,8 +1,8 @@
 """One stage -> one ONNX file: torch.export-based exporter, onnxslim clean-up, contract checks.
 
 Every stage goes through `torch.onnx.export(..., dynamo=True)`; the TorchScript exporter is
-not used anywhere. Shapes are static except the contract's `prompt_tokens`, exported as a
-named dynamic dimension. The written graph's inputs and outputs are checked against the
+not used anywhere. Shapes are static except the contract's symbolic `prompt_tokens` and
+`objects`, exported as named dynamic dimensions. The written graph's inputs and outputs are checked against the
 contract by name, dtype and shape, so a renamed, dropped or re-shaped tensor fails here.
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mqc_edge.atomic import write_atomically
-from mqc_edge.contract import PROMPT_TOKENS, StageSpec, TensorSpec
+from mqc_edge.contract import MAX_OBJECTS, OBJECTS, PROMPT_TOKENS, StageSpec, TensorSpec
 from mqc_edge.errors import StageContractError
 
 EXPORTER = "torch.onnx.export(dynamo=True) + onnxslim"
@@ -32,8 +32,9 @@ _ONNX_DTYPES = {
 
 def export_stage(module: nn.Module, spec: StageSpec, example: dict[str, torch.Tensor], path: Path, opset: int) -> None:
     """Trace `module` on `example` (contract names), slim, check, and write `path` atomically."""
-    tokens = torch.export.Dim(PROMPT_TOKENS, min=1, max=MAX_PROMPT_TOKENS)
-    dynamic = tuple({axis: tokens for axis, size in enumerate(t.shape) if size == PROMPT_TOKENS} or None
+    dims = {PROMPT_TOKENS: torch.export.Dim(PROMPT_TOKENS, min=1, max=MAX_PROMPT_TOKENS),
+            OBJECTS: torch.export.Dim(OBJECTS, min=1, max=MAX_OBJECTS)}
+    dynamic = tuple({axis: dims[size] for axis, size in enumerate(t.shape) if isinstance(size, str)} or None
                     for t in spec.inputs)
     program = torch.onnx.export(
         module.eval(),

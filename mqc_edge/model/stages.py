@@ -95,7 +95,8 @@ class NoMemoryStage(nn.Module):
 
 
 class MemoryAttentionStage(nn.Module):
-    """Memory attention over fixed memory and pointer slots (`_prepare_memory_conditioned_features`).
+    """Memory attention over fixed memory and pointer slots (`_prepare_memory_conditioned_features`),
+    for a batch of objects that share the frame's features (each object its own slots).
 
     Temporal encodings are looked up inside: a memory slot's id indexes `maskmem_tpos_enc`
     (id num_maskmem-1 for the conditioning frame, d-1 for a frame d steps back); a pointer's
@@ -126,13 +127,15 @@ class MemoryAttentionStage(nn.Module):
         obj_ptr_valid: Tensor,
     ) -> Tensor:
         g = self.geometry
+        objects = memory.shape[0]
         mem_tokens, mem_pos = self._memory_tokens(memory, memory_tpos, memory_valid)
         ptr_tokens, ptr_pos = self._pointer_tokens(obj_ptrs, obj_ptr_tpos, obj_ptr_valid)
         hw = g.feat_size * g.feat_size
         key_valid = torch.cat(
-            [memory_valid.repeat_interleave(hw), obj_ptr_valid.repeat_interleave(g.tokens_per_ptr)]
+            [memory_valid.repeat_interleave(hw, dim=1), obj_ptr_valid.repeat_interleave(g.tokens_per_ptr, dim=1)],
+            dim=1,
         )
-        curr = feat.flatten(2).permute(0, 2, 1)
+        curr = feat.flatten(2).permute(0, 2, 1).expand(objects, -1, -1)
         curr_pos = self.feat_pos.flatten(2).permute(0, 2, 1)
         out = attend_memory(
             self.model.memory_attention,
@@ -140,36 +143,36 @@ class MemoryAttentionStage(nn.Module):
             curr_pos,
             torch.cat([mem_tokens, ptr_tokens], dim=1),
             torch.cat([mem_pos, ptr_pos], dim=1),
-            key_valid.reshape(1, 1, 1, -1),
+            key_valid.reshape(objects, 1, 1, -1),
             num_ptr_tokens=ptr_tokens.shape[1],
             rope=self.rope,
             cross_attention=self.attention,
         )
-        return out.permute(0, 2, 1).reshape(feat.shape)
+        return out.permute(0, 2, 1).reshape(objects, *feat.shape[1:])
 
     def _memory_tokens(self, memory: Tensor, tpos: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """[N, mem, h, w] slots -> [1, N*h*w, mem] tokens (slot-major, as SAM 2 concatenates)."""
-        memory = torch.where(valid.reshape(-1, 1, 1, 1), memory, torch.zeros_like(memory))
-        n, channels = memory.shape[:2]
-        tokens = memory.flatten(2).permute(0, 2, 1).reshape(1, -1, channels)
+        """[B, N, mem, h, w] slots -> [B, N*h*w, mem] tokens (slot-major, as SAM 2 concatenates)."""
+        memory = torch.where(valid[..., None, None, None], memory, torch.zeros_like(memory))
+        objects, slots, channels = memory.shape[:3]
+        tokens = memory.flatten(3).transpose(2, 3).reshape(objects, -1, channels)
         spatial = self.memory_pos.flatten(2).permute(0, 2, 1)
-        temporal = self.model.maskmem_tpos_enc[tpos].reshape(n, 1, channels)
-        return tokens, (spatial + temporal).reshape(1, -1, channels)
+        temporal = self.model.maskmem_tpos_enc[tpos].reshape(objects, slots, 1, channels)
+        return tokens, (spatial + temporal).reshape(objects, -1, channels)
 
     def _pointer_tokens(self, ptrs: Tensor, tpos: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """[P, hidden] pointers -> [1, P*k, mem] tokens, each pointer split into k chunks."""
+        """[B, P, hidden] pointers -> [B, P*k, mem] tokens, each pointer split into k chunks."""
         g = self.geometry
-        ptrs = torch.where(valid.reshape(-1, 1), ptrs, torch.zeros_like(ptrs))
+        ptrs = torch.where(valid[..., None], ptrs, torch.zeros_like(ptrs))
         pos = pointer_encoding(self.model, tpos)
-        tokens = ptrs.reshape(1, -1, g.mem_dim)
-        return tokens, pos.repeat_interleave(g.tokens_per_ptr, dim=0).unsqueeze(0)
+        tokens = ptrs.reshape(ptrs.shape[0], -1, g.mem_dim)
+        return tokens, pos.repeat_interleave(g.tokens_per_ptr, dim=1)
 
 
 def pointer_encoding(model: SAM2Base, tpos: Tensor) -> Tensor:
-    """[P] signed frame distances -> [P, mem_dim] temporal encodings of object pointers: a sine
+    """[..., P] signed frame distances -> [..., P, mem_dim] temporal encodings of object pointers: a sine
     encoding normalised by max_obj_ptrs - 1, projected (`_prepare_memory_conditioned_features`)."""
     if not model.add_tpos_enc_to_obj_ptrs:
-        return model.maskmem_tpos_enc.new_zeros(tpos.shape[0], model.mem_dim)
+        return model.maskmem_tpos_enc.new_zeros(*tpos.shape, model.mem_dim)
     tpos_dim = model.hidden_dim if model.proj_tpos_enc_in_obj_ptrs else model.mem_dim
     pos = get_1d_sine_pe(tpos.to(torch.float32) / (model.max_obj_ptrs_in_encoder - 1), dim=tpos_dim)
     return model.obj_ptr_tpos_proj(pos)
@@ -237,6 +240,7 @@ class MaskDecoderStage(nn.Module):
     `multimask` picks the best of the 3 multimask outputs by predicted IoU; otherwise the
     single mask, falling back to the best multimask one when unstable
     (`dynamic_multimask_via_stability`, decided on logits before the no-object fill).
+    A batch of objects shares the frame's high-resolution features; each picks its own mask.
     """
 
     def __init__(self, model: SAM2Base) -> None:
@@ -265,14 +269,15 @@ class MaskDecoderStage(nn.Module):
         mask_index, token_index = self._select(masks, ious, multimask)
         is_object = object_score > 0
         masks = torch.where(is_object.reshape(-1, 1, 1, 1), masks, torch.full_like(masks, NO_OBJ_SCORE))
-        mask = masks.index_select(1, mask_index)
-        iou = ious.index_select(1, mask_index)
-        obj_ptr = model.obj_ptr_proj(tokens.index_select(1, token_index)[:, 0])
+        mask = _pick(masks, mask_index)
+        iou = _pick(ious, mask_index)
+        obj_ptr = model.obj_ptr_proj(_pick(tokens, token_index)[:, 0])
         return masks, ious, mask, iou, self._occlusion_aware_ptr(obj_ptr, object_score), object_score
 
     def _select(self, masks: Tensor, ious: Tensor, multimask: Tensor) -> tuple[Tensor, Tensor]:
+        """Per object: the index of the output mask and of the token its pointer comes from."""
         decoder = self.model.sam_mask_decoder
-        best_multi = 1 + torch.argmax(ious[0, 1:]).reshape(1)
+        best_multi = 1 + torch.argmax(ious[:, 1:], dim=1)
         single = torch.zeros_like(best_multi)
         if decoder.dynamic_multimask_via_stability:
             stable = decoder._get_stability_scores(masks[:, 0]) >= decoder.dynamic_multimask_stability_thresh
@@ -319,6 +324,12 @@ class MemoryEncoderStage(nn.Module):
             absent = 1 - (object_score > 0).to(memory.dtype)
             memory = memory + absent[..., None, None] * model.no_obj_embed_spatial[..., None, None]
         return memory.to(torch.bfloat16).to(torch.float32)
+
+
+def _pick(x: Tensor, index: Tensor) -> Tensor:
+    """x [B, K, ...], index [B] -> [B, 1, ...]: entry index[b] of row b."""
+    shape = (x.shape[0], 1, *x.shape[2:])
+    return torch.gather(x, 1, index.reshape(-1, *[1] * (x.dim() - 1)).expand(shape))
 
 
 def build_stages(model: SAM2Base) -> dict[str, nn.Module]:

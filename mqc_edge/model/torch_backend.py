@@ -62,7 +62,13 @@ class TorchBackend:
         return torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype), device=self.device)
 
     def write_slot(self, buffer: torch.Tensor, index: int, value: torch.Tensor) -> None:
-        buffer[index].copy_(value[0])
+        buffer.view(-1, *value.shape[1:])[index].copy_(value[0])
+
+    def concat(self, handles: list[torch.Tensor]) -> torch.Tensor:
+        return handles[0] if len(handles) == 1 else torch.cat(handles)
+
+    def split(self, handle: torch.Tensor) -> list[torch.Tensor]:
+        return list(handle.split(1))
 
     def _spec(self, stage: str) -> StageSpec:
         if stage not in self.specs:

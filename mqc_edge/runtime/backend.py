@@ -48,7 +48,16 @@ class StageBackend(Protocol):
         ...
 
     def write_slot(self, buffer: Handle, index: int, value: Handle) -> None:
-        """In place: buffer[index] = value[0] (a new memory or pointer into its slot)."""
+        """In place: slot `index` of `buffer` = value[0] (a new memory or pointer into its slot),
+        where `buffer` is slots shaped like value[0] behind leading axes of size 1."""
+        ...
+
+    def concat(self, handles: list[Handle]) -> Handle:
+        """Several objects' tensors as one batch along axis 0 (one handle: itself, no copy)."""
+        ...
+
+    def split(self, handle: Handle) -> list[Handle]:
+        """A batch back into one handle per object, each keeping axis 0 (size 1)."""
         ...
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mqc_edge.contract import ModelGeometry, stage_specs
+from mqc_edge.contract import OBJECTS, ModelGeometry, stage_specs
 from mqc_edge.runtime.backend import Handle, StageBackend
 
 EMPTY = -1
@@ -24,21 +24,21 @@ EMPTY = -1
 class MemoryBank:
     """Slot buffers (backend handles) and the frame index each slot holds (host arrays)."""
 
-    memory: Handle  # [N_max, mem_dim, h, w] memory features
+    memory: Handle  # [1, N_max, mem_dim, h, w] memory features (a batch of one object)
     memory_frames: np.ndarray  # int64 [N_max]: frame index per memory slot, EMPTY if none
-    obj_ptrs: Handle  # [P_max, hidden_dim] object pointers
+    obj_ptrs: Handle  # [1, P_max, hidden_dim] object pointers
     ptr_frames: np.ndarray  # int64 [P_max]: frame index per pointer slot, EMPTY if none
 
 
 def new_memory_bank(backend: StageBackend) -> MemoryBank:
-    """An empty bank whose buffers have the memory_attention stage's static shapes."""
+    """An empty bank whose buffers have the memory_attention stage's shapes for one object."""
     spec = stage_specs(backend.geometry)["memory_attention"]
-    memory, ptrs = spec.input("memory"), spec.input("obj_ptrs")
+    memory, ptrs = (spec.input(name).resolved({OBJECTS: 1}) for name in ("memory", "obj_ptrs"))
     return MemoryBank(
         memory=backend.zeros(memory),
-        memory_frames=np.full(memory.shape[0], EMPTY, dtype=np.int64),
+        memory_frames=np.full(memory.shape[1], EMPTY, dtype=np.int64),
         obj_ptrs=backend.zeros(ptrs),
-        ptr_frames=np.full(ptrs.shape[0], EMPTY, dtype=np.int64),
+        ptr_frames=np.full(ptrs.shape[1], EMPTY, dtype=np.int64),
     )
 
 
@@ -70,7 +70,8 @@ def _write(
 
 
 def attention_inputs(bank: MemoryBank, frame_index: int, geometry: ModelGeometry) -> dict[str, np.ndarray]:
-    """Validity masks and temporal ids for memory attention on `frame_index`.
+    """Validity masks and temporal ids of one object (no objects axis) for memory attention on
+    `frame_index`.
 
     A ring slot counts only if its frame is at most N_max-1 (memory) or P_max-1 (pointers)
     frames back, as SAM 2 looks frames up by distance; the conditioning slot always counts.

@@ -1,16 +1,19 @@
-"""Several objects on one video: the image encoder once per frame, the per-object stages per object.
+"""Several objects on one video: the image encoder once per frame, the per-object stages batched.
 
 DESIGN section 5 step 6. The image encoder's outputs do not depend on the prompt, and it is by
-far the largest stage, so K objects cost one encoding plus K times the per-object stages
-(memory attention, decoder, memory encoder; TMCC and the gates on the host). Each object is a
-`Tracker` of its own (memory bank, TMCC start-up, gate statistics): the orchestration is the
-Tracker's, fed with the shared `EncodedFrame`, so K objects give exactly the results of K
-separate Trackers. The contract's batch is 1, so the per-object stages run one call per object;
-batching them over objects is a later optimisation (docs/architecture.md).
+far the largest stage, so K objects cost one encoding plus the per-object stages (memory
+attention, decoder, memory encoder; TMCC and the gates on the host). Each object is a `Tracker`
+of its own (memory bank, TMCC start-up, gate statistics), fed with the shared `EncodedFrame`,
+so K objects give the results of K separate Trackers. In SAM 2 mode a tracking frame runs each
+per-object stage once for all K objects (runtime/sam2_mode.py, the contract's `objects`
+dimension); the prompted frame and MQC mode (DAMI's stage takes one object) run per object.
+A result's `timings_ms` are its object's share: a stage run once for K objects counts 1/K of
+its time to each, so summing over the objects gives the frame's stage times.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from functools import partial
 from typing import Mapping, Sequence
 
@@ -21,6 +24,8 @@ from mqc_edge.runtime.backend import StageBackend
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.preprocess import check_frame
 from mqc_edge.runtime.results import FrameResult
+from mqc_edge.runtime.sam2_mode import TrackerState, step_sam2
+from mqc_edge.runtime.stage_calls import EncodedFrame
 from mqc_edge.runtime.text import TextTokenizer
 from mqc_edge.runtime.tracker import Tracker
 
@@ -53,16 +58,19 @@ class MultiTracker:
                 raise PromptError(f"object {number} prompt: expected keys among {PROMPT_KEYS}, got {unknown}")
         check_frame(frame0, "0")
         objects = [self._new_object() for _ in prompts]
-        encoded = objects[0].calls.encode_frame(frame0)
+        encoded = _shared(objects[0].calls.encode_frame(frame0), len(objects))
         results = [tracker.start_encoded(encoded, **prompt) for tracker, prompt in zip(objects, prompts)]
         self.objects = objects
         return results
 
     def step(self, frame: np.ndarray) -> list[list[FrameResult]]:
-        """Encode the frame once, then let every object track on it."""
+        """Encode the frame once, then track every object on it (one batch in SAM 2 mode)."""
         lead = self._started()[0]
         lead.check_next(frame)  # every object has received the same frames: one check serves all
-        encoded = lead.calls.encode_frame(frame)
+        encoded = _shared(lead.calls.encode_frame(frame), len(self.objects))
+        states = [tracker.state for tracker in self.objects]
+        if all(isinstance(state, TrackerState) for state in states):
+            return [[result] for result in step_sam2(lead.calls, states, encoded)]
         return [tracker.step_encoded(encoded) for tracker in self.objects]
 
     def finish(self) -> list[list[FrameResult]]:
@@ -73,3 +81,8 @@ class MultiTracker:
         if not self.objects:
             raise PromptError("multi-tracker: call start(frame0, prompts) before step(frame)")
         return self.objects
+
+
+def _shared(encoded: EncodedFrame, objects: int) -> EncodedFrame:
+    """The encoded frame with its preprocess and image_encoder times split among the objects."""
+    return dataclasses.replace(encoded, timings={stage: ms / objects for stage, ms in encoded.timings.items()})

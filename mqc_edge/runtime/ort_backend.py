@@ -95,12 +95,25 @@ class OrtBackend:
     def write_slot(self, buffer: Handle, index: int, value: Handle) -> None:
         """CPU: in place. Device: onnxruntime's Python API cannot copy into part of an OrtValue,
         so the buffer makes a host round trip (the TensorRT backend copies on the device)."""
+        value = self.to_host(value)
         if isinstance(buffer, np.ndarray):
-            buffer[index] = self.to_host(value)[0]
+            buffer.reshape(-1, *value.shape[1:])[index] = value[0]
             return
         host = buffer.numpy()
-        host[index] = self.to_host(value)[0]
+        host.reshape(-1, *value.shape[1:])[index] = value[0]
         buffer.update_inplace(host)
+
+    def concat(self, handles: list[Handle]) -> Handle:
+        """CPU: numpy. Device: a host round trip, as `write_slot` (onnxruntime's Python API has
+        no device concatenation)."""
+        if len(handles) == 1:
+            return handles[0]
+        return self.from_host(np.concatenate([self.to_host(handle) for handle in handles]))
+
+    def split(self, handle: Handle) -> list[Handle]:
+        host = self.to_host(handle)
+        parts = [host[index:index + 1] for index in range(host.shape[0])]
+        return parts if isinstance(handle, np.ndarray) else [self.from_host(part) for part in parts]
 
     def _spec(self, stage: str) -> StageSpec:
         if stage not in self.specs:

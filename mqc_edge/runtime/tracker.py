@@ -2,7 +2,8 @@
 
 Written once, torch-free, for every backend (DESIGN sections 3 and 5). In "sam2" mode it is
 SAM 2's video inference (sam2_video_predictor.py `add_new_points_or_box` / `add_new_mask`,
-`propagate_in_video`) with memory in fixed slots (runtime/memory.py): one result per call.
+`propagate_in_video`) with memory in fixed slots (runtime/memory.py, runtime/sam2_mode.py):
+one result per call.
 In "mqc" mode (runtime/mqc_mode.py) TMCC holds frame 0 back until its window is full, so
 `start` and `step` return what is ready (possibly nothing) and `finish` flushes the rest.
 The Tracker reads only small arrays from the backend: low-resolution logits, scores.
@@ -12,40 +13,19 @@ several objects share one encoding per frame (runtime/multi_tracker.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from mqc_edge.errors import BadFrameError, ConfigError, PromptError
-from mqc_edge.runtime.backend import Handle, StageBackend
+from mqc_edge.runtime.backend import StageBackend
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.dami_memory import new_dami_bank
-from mqc_edge.runtime.memory import (
-    MemoryBank,
-    attention_inputs,
-    new_memory_bank,
-    register_conditioning_frame,
-    register_frame,
-)
+from mqc_edge.runtime.memory import new_memory_bank, register_conditioning_frame
 from mqc_edge.runtime.mqc_mode import MQCState, flush_mqc, start_mqc, step_mqc
 from mqc_edge.runtime.preprocess import check_frame
 from mqc_edge.runtime.results import FrameResult
+from mqc_edge.runtime.sam2_mode import TrackerState, step_sam2
 from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls
 from mqc_edge.runtime.text import TextSource, TextTokenizer
-
-
-@dataclass
-class TrackerState:
-    """Everything one video's SAM 2 mode tracking carries from frame to frame."""
-
-    frame_index: int  # index of the last processed frame
-    frame_size: tuple[int, int]  # (H, W) of the video
-    bank: MemoryBank
-    tracking_prompt: dict[str, Handle]  # sparse/dense prompts of a tracking frame (constant)
-
-    @property
-    def next_index(self) -> int:
-        return self.frame_index + 1
 
 
 class Tracker:
@@ -112,32 +92,12 @@ class Tracker:
         state = self._started()
         if isinstance(state, MQCState):
             return step_mqc(self.calls, state, frame)
-        return [self._step_sam2(state, state.next_index, frame)]
+        return step_sam2(self.calls, [state], frame)
 
     def finish(self) -> list[FrameResult]:
         """End of the video: emit what is still held back (MQC start-up on a short video)."""
         state = self._started()
         return flush_mqc(self.calls, state) if isinstance(state, MQCState) else []
-
-    def _step_sam2(self, state: TrackerState, index: int, frame: EncodedFrame) -> FrameResult:
-        """Segment the next frame from memory, then register it in memory (unless non-finite)."""
-        timings = dict(frame.timings)
-        calls = self.calls
-        features = frame.features
-        slots = attention_inputs(state.bank, index, self.geometry)
-        conditioned = calls.run(
-            "memory_attention", timings, feat=features["feat"], memory=state.bank.memory, obj_ptrs=state.bank.obj_ptrs,
-            **{name: calls.host(array) for name, array in slots.items()},
-        )["feat_conditioned"]
-        multimask = self.config.multimask_for_tracking and self.config.multimask(0)
-        decoded = calls.decode(conditioned, features, state.tracking_prompt, multimask, timings)
-        _, lowres = calls.hole_filled(decoded["mask_lowres"])
-        state.frame_index = index
-        if not (np.isfinite(lowres).all() and np.isfinite(calls.scalar(decoded["object_score"]))):
-            return calls.result(index, state.frame_size, lowres, decoded, timings, flags=("nonfinite",))
-        memory = calls.encode_memory(features, decoded["mask_lowres"], decoded["object_score"], False, timings)
-        register_frame(state.bank, self.backend, index, memory, decoded["obj_ptr"])
-        return calls.result(index, state.frame_size, lowres, decoded, timings)
 
     def _started(self) -> TrackerState | MQCState:
         if self.state is None:

@@ -31,3 +31,21 @@ def test_bench_runs_every_contestant_and_writes_a_consistent_report(exported, tm
     assert abs(report["speedup_vs_sam2"]["mqc-edge/onnxruntime"] - meta_ms / ours["ms_per_frame"]["p50"]) < 1e-9
     assert "speedup vs SAM 2" in capsys.readouterr().out
     assert (out / "stages.png").is_file() and (out / "memory.png").is_file()
+
+
+def test_bench_sweeps_object_counts_and_modes_in_one_run(exported, tmp_path):
+    out = tmp_path / "bench"
+    code = main(["bench", str(exported[0]), "--out", str(out), "--frames", "12", "--repeats", "1", "--threads", "1",
+                 "--vs-sam2", "--clip-size", "160", "--objects", "1", "3", "--modes", "sam2", "mqc"])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    names = {"mqc-edge/onnxruntime", "mqc-edge/onnxruntime (mqc mode)", "meta-sam2-predictor"}
+    assert set(report["contestants"]) == names and set(report["by_objects"]) == {"1", "3"}
+    for count, entry in report["by_objects"].items():
+        assert set(entry["contestants"]) == names
+        assert set(entry["speedup_vs_sam2"]) == names - {"meta-sam2-predictor"}
+    one, three = (report["by_objects"][count]["contestants"]["mqc-edge/onnxruntime"] for count in ("1", "3"))
+    assert one["vs_first_count"] == 1.0
+    assert three["vs_first_count"] == three["ms_per_frame"]["p50"] / one["ms_per_frame"]["p50"]
+    assert three["stages_p50"]["memory_attention"] > 0
+    assert (out / "objects.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

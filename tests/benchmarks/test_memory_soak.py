@@ -1,8 +1,10 @@
-"""The constant-memory guard (issue 5 item 7, light): 40 vs 160 streamed frames at 128 px."""
+"""The constant-memory guard (issue 5 item 7, light): 40 vs 160 streamed frames at 128 px; Meta's predictor
+beside it (issue 13 item 5) over 30 frames."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,3 +46,19 @@ def test_memory_stays_flat_from_40_to_160_frames(exported, tmp_path) -> None:
 def test_baseline_must_come_before_the_end(tmp_path) -> None:
     with pytest.raises(ConfigError, match="baseline frame"):
         SoakConfig(tmp_path, tmp_path, frames=100, baseline_frame=100)
+
+
+def test_meta_predictor_beside_the_soak(exported, tmp_path) -> None:
+    config = SoakConfig(exported[0], tmp_path, frames=40, baseline_frame=20, every=10, size=128, threads=1,
+                        meta_frames=30)
+    meta = soak(config)["meta"]
+    assert [sample["frame"] for sample in meta["samples"]] == [10, 20, 30] and meta["frames"] == 30
+    resident = [meta["before_init_resident_mib"], meta["after_init_resident_mib"], meta["final_resident_mib"]]
+    assert all(value > 0 for value in resident) and all(sample["resident_bytes"] > 0 for sample in meta["samples"])
+    assert isinstance(meta["growth_mib_per_1000_frames"], float) and math.isfinite(meta["growth_mib_per_1000_frames"])
+    assert json.loads((tmp_path / "memory.json").read_text())["meta"] == meta
+
+
+def test_meta_frames_must_not_be_negative(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="meta frames"):
+        SoakConfig(tmp_path, tmp_path, frames=100, baseline_frame=10, meta_frames=-1)

@@ -10,7 +10,7 @@ def _stats(p50):
 
 
 REPORT = {
-    "config": {"mode": "sam2", "frames": 24, "threads": 2},
+    "config": {"modes": ["sam2"], "objects": [1, 4], "frames": 24, "threads": 2},
     "peak": {"matmul_gflops_median": 300.0},
     "stage_costs": {"image_encoder": {"gflop": 17.5, "floor_ms": 58.0}},
     "contestants": {
@@ -27,6 +27,12 @@ REPORT = {
         },
     },
     "speedup_vs_sam2": {"mqc-edge/onnxruntime": 1.8},
+    "by_objects": {
+        count: {"contestants": {"mqc-edge/onnxruntime": {"ms_per_frame": _stats(ms), "fps": 1e3 / ms,
+                                                         "stages_p50": {}, "vs_first_count": ms / 100.0}},
+                "speedup_vs_sam2": {}}
+        for count, ms in (("1", 100.0), ("4", 250.0))
+    },
 }
 
 
@@ -35,11 +41,12 @@ def test_markdown_lists_contestants_stages_and_speedup():
     assert "| mqc-edge/onnxruntime | 100.0 | 110.0 | 120.0 | 10.00 | 150 | 2.0% | 1.80x |" in text
     assert "| mqc-edge/onnxruntime | image_encoder | 64.00 | 70.40 | 76.80 | 17.50 | 273 | 0.91 |" in text
     assert "| meta-sam2-predictor | 180.0 |" in text
+    assert "| 4 | mqc-edge/onnxruntime | 250.0 | 275.0 | 4.00 | 2.50x |  |" in text
 
 
 def test_write_report_files(tmp_path):
     write_report(REPORT, tmp_path)
     assert json.loads((tmp_path / "report.json").read_text()) == REPORT
     assert (tmp_path / "report.md").read_text() == markdown(REPORT)
-    for plot in ("stages.png", "memory.png"):
+    for plot in ("stages.png", "memory.png", "objects.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

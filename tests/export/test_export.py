@@ -65,7 +65,7 @@ def _run_both(backends, stage: str, inputs: dict[str, np.ndarray]) -> list[dict[
 def test_empty_slots_contribute_exactly_nothing_in_the_graph(backends, stage: str, memory: str, valid: str) -> None:
     ort_backend = backends[1]
     inputs = random_inputs(ort_backend.specs[stage], seed=7)
-    inputs[valid][:] = np.arange(inputs[valid].size) % 2 == 0
+    inputs[valid][:] = (np.arange(inputs[valid].size) % 2 == 0).reshape(inputs[valid].shape)
     keep = _slot_mask(inputs, memory, valid)
     zeroed = dict(inputs, **{memory: np.where(keep, inputs[memory], 0).astype(np.float32)})
     garbage = dict(inputs, **{memory: np.where(keep, inputs[memory], np.nan).astype(np.float32)})
@@ -76,7 +76,8 @@ def test_empty_slots_contribute_exactly_nothing_in_the_graph(backends, stage: st
 
 
 def _slot_mask(inputs: dict[str, np.ndarray], memory: str, valid: str) -> np.ndarray:
-    return inputs[valid].reshape(-1, *([1] * (inputs[memory].ndim - 1)))
+    valid_slots = inputs[valid]
+    return valid_slots.reshape(*valid_slots.shape, *([1] * (inputs[memory].ndim - valid_slots.ndim)))
 
 
 def test_temporal_ids_are_looked_up_inside_the_graph(exported, backends) -> None:

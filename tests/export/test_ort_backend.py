@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from mqc_edge.contract import OBJECTS
 from mqc_edge.errors import ConfigError, ManifestMismatchError, StageContractError
 from mqc_edge.export.inputs import random_inputs
 from mqc_edge.runtime.backend import load_backend
@@ -78,9 +79,9 @@ def test_wrong_input_names_stage_and_tensor(backends) -> None:
 
 def test_write_slot_writes_one_slot_in_place(backends) -> None:
     backend = backends[1]
-    buffer = backend.zeros(backend.specs["memory_attention"].input("memory"))
-    backend.write_slot(buffer, 3, np.ones((1, *buffer.shape[1:]), np.float32))
-    assert buffer[3].min() == 1 and np.count_nonzero(buffer) == buffer[3].size
+    buffer = backend.zeros(backend.specs["memory_attention"].input("memory").resolved({OBJECTS: 1}))
+    backend.write_slot(buffer, 3, np.ones((1, *buffer.shape[2:]), np.float32))
+    assert buffer[0, 3].min() == 1 and np.count_nonzero(buffer) == buffer[0, 3].size
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA provider present here")

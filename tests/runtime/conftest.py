@@ -51,7 +51,13 @@ class FakeBackend:
         return np.zeros(spec.shape, dtype=spec.dtype)
 
     def write_slot(self, buffer: np.ndarray, index: int, value: np.ndarray) -> None:
-        buffer[index] = value[0]
+        buffer.reshape(-1, *value.shape[1:])[index] = value[0]
+
+    def concat(self, handles: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(handles)
+
+    def split(self, handle: np.ndarray) -> list[np.ndarray]:
+        return [handle[index:index + 1] for index in range(handle.shape[0])]
 
     # ---- stages: feat is the image pooled to stride 16, the mask its first channel's contrast
     def _image_encoder(self, image):
@@ -88,11 +94,15 @@ class FakeBackend:
         return {"feat_conditioned": (feat + 0.01 * read).astype(np.float32)}
 
     def _memory_attention(self, feat, memory, memory_tpos, memory_valid, obj_ptrs, obj_ptr_tpos, obj_ptr_valid):
-        read = memory[memory_valid].mean() if memory_valid.any() else 0.0
-        return {"feat_conditioned": (feat + 0.01 * read).astype(np.float32)}
+        read = [slots[valid].mean() if valid.any() else 0.0 for slots, valid in zip(memory, memory_valid)]
+        return {"feat_conditioned": np.concatenate([feat + 0.01 * one for one in read]).astype(np.float32)}
 
     def _mask_decoder(self, feat_conditioned, fpn0, fpn1, sparse_prompt, dense_prompt, multimask):
-        first = feat_conditioned[0, 0]
+        outputs = [self._decode_one(one) for one in feat_conditioned]
+        return {name: np.concatenate([one[name] for one in outputs]) for name in outputs[0]}
+
+    def _decode_one(self, feat_conditioned):
+        first = feat_conditioned[0]
         logits = np.kron(first - first.mean(), np.ones((4, 4), np.float32)) * 10.0
         masks = np.stack([logits, logits, logits + 0.5, logits - 0.5])[None].astype(np.float32)
         return {"masks_lowres_all": masks, "ious_all": np.array([[0.9, 0.8, 0.7, 0.6]], np.float32),
@@ -101,8 +111,8 @@ class FakeBackend:
                 "object_score": np.array([[1.0]], np.float32)}
 
     def _memory_encoder(self, feat, mask_lowres, object_score, binarize):
-        weight = (mask_lowres > 0).mean() if binarize[0] else _sigmoid(mask_lowres).mean()
-        return {"memory": (feat[:, : self.geometry.mem_dim] * weight).astype(np.float32)}
+        weights = [(one > 0).mean() if binarize[0] else _sigmoid(one).mean() for one in mask_lowres]
+        return {"memory": np.concatenate([feat[:, : self.geometry.mem_dim] * w for w in weights]).astype(np.float32)}
 
     def _quality_head(self, feat, mask_lowres, area_change):
         mean = feat.mean(axis=(2, 3))

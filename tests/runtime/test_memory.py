@@ -25,7 +25,7 @@ class NumpyBackend:
         return np.zeros(spec.shape, dtype=spec.dtype)
 
     def write_slot(self, buffer: np.ndarray, index: int, value: np.ndarray) -> None:
-        buffer[index] = value[0]
+        buffer.reshape(-1, *value.shape[1:])[index] = value[0]
 
 
 def _memory(frame: int) -> np.ndarray:
@@ -47,12 +47,12 @@ def _bank_after(frames: range):
 
 def test_bank_stays_bounded_and_keeps_the_most_recent_frames() -> None:
     bank = _bank_after(range(1, 101))
-    assert bank.memory.shape == (7, 64, 4, 4) and bank.obj_ptrs.shape == (16, 256)
+    assert bank.memory.shape == (1, 7, 64, 4, 4) and bank.obj_ptrs.shape == (1, 16, 256)
     assert bank.memory_frames[0] == 0 and sorted(bank.memory_frames[1:]) == list(range(95, 101))
     assert bank.ptr_frames[0] == 0 and sorted(bank.ptr_frames[1:]) == list(range(86, 101))
     # each slot's tensor is the frame its bookkeeping names
-    assert all(bank.memory[slot, 0, 0, 0] == frame for slot, frame in enumerate(bank.memory_frames))
-    assert all(bank.obj_ptrs[slot, 0] == frame for slot, frame in enumerate(bank.ptr_frames))
+    assert all(bank.memory[0, slot, 0, 0, 0] == frame for slot, frame in enumerate(bank.memory_frames))
+    assert all(bank.obj_ptrs[0, slot, 0] == frame for slot, frame in enumerate(bank.ptr_frames))
 
 
 def test_ring_fills_empty_slots_first_then_evicts_the_oldest() -> None:

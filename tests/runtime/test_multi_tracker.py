@@ -1,4 +1,5 @@
-"""Several objects on one video: exactly K separate Trackers' results, with one image encoding per frame."""
+"""Several objects on one video: K separate Trackers' results, with one image encoding per frame
+and, in SAM 2 mode, one call of each per-object stage per frame for all objects."""
 
 from __future__ import annotations
 
@@ -46,10 +47,25 @@ def _run_single(tracker: Tracker, frames: list[np.ndarray], prompt: dict) -> lis
     return results + tracker.finish()
 
 
+BATCHED = ("memory_attention", "mask_decoder", "memory_encoder")
 MODES = {
     "sam2": [{"box": [10, 20, 40, 40]}, {"points": [[110, 72]], "labels": [1]}, {"box": [0, 0, 60, 50]}],
     "mqc": [{"text": "the ship at the bottom"}, {"box": [100, 60, 120, 84]}, {"text": "the white plane at the top-left"}],
 }
+
+
+def _assert_same_result(ours, theirs, batched: bool) -> None:
+    """Per-object calls are bit-identical; a batch reorders onnxruntime's sums (float rounding)."""
+    if batched:
+        scale = np.abs(theirs.logits).max()
+        np.testing.assert_allclose(ours.logits, theirs.logits, rtol=0, atol=1e-5 * scale)
+        decided = np.abs(theirs.logits) > 1e-3 * scale
+        np.testing.assert_array_equal(ours.mask[decided], theirs.mask[decided])
+    else:
+        np.testing.assert_array_equal(ours.logits, theirs.logits)
+        np.testing.assert_array_equal(ours.mask, theirs.mask)
+    assert ours.flags == theirs.flags
+    np.testing.assert_equal(ours.quality, theirs.quality)
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -66,12 +82,13 @@ def test_k_objects_equal_k_trackers_with_one_image_encoding_per_frame(backends, 
         reference = _run_single(Tracker(alone, config, tokenizer), frames, prompt)
         assert [r.frame_index for r in results] == [r.frame_index for r in reference] == list(range(len(frames)))
         for ours, theirs in zip(results, reference):
-            np.testing.assert_array_equal(ours.logits, theirs.logits)
-            np.testing.assert_array_equal(ours.mask, theirs.mask)
-            assert ours.flags == theirs.flags
-            np.testing.assert_equal(ours.quality, theirs.quality)
+            _assert_same_result(ours, theirs, batched=mode == "sam2")
     assert alone.calls["image_encoder"] == len(prompts) * len(frames)
     per_stage_alone = {stage: count for stage, count in alone.calls.items() if stage != "image_encoder"}
+    if mode == "sam2":  # tracking frames: one batched call per stage; the prompted frame per object
+        tracking = len(frames) - 1
+        per_stage_alone = {stage: count - (len(prompts) - 1) * tracking if stage in BATCHED else count
+                           for stage, count in per_stage_alone.items()}
     assert {stage: shared.calls[stage] for stage in per_stage_alone} == per_stage_alone
     # the objects really differ, so a mix-up between their states would show
     assert not np.array_equal(together[0][-1].logits, together[1][-1].logits)

@@ -50,7 +50,7 @@ def test_results_carry_frame_size_outputs_and_per_stage_timings(backend) -> None
     tracking_stages = {"image_encoder", "memory_attention", "mask_decoder", "memory_encoder"}
     assert tracking_stages | {"preprocess", "postprocess"} == set(results[-1].timings_ms)
     bank = tracker.state.bank
-    assert bank.memory.shape[0] == 7 and sorted(bank.memory_frames[1:]) == list(range(2, 8))
+    assert bank.memory.shape[:2] == (1, 7) and sorted(bank.memory_frames[1:]) == list(range(2, 8))
 
 
 def test_config_rejects_unknown_mode_and_a_plain_sam_model_in_mqc_mode(backend) -> None:

@@ -1,0 +1,49 @@
+"""The harness's own logic, without measuring: interleaved passes, prompts for K objects, config checks."""
+
+import pytest
+
+from mqc_edge.benchmarks.clip import prompt_boxes
+from mqc_edge.benchmarks.contestant import ContestantRun
+from mqc_edge.benchmarks.harness import BenchConfig, contestant_name, interleave
+from mqc_edge.errors import ConfigError
+
+
+def test_passes_are_interleaved_after_one_unrecorded_warm_up_each():
+    calls = []
+
+    def runner(name):
+        def run():
+            calls.append(name)
+            return ContestantRun(name=name, first_mask_ms=float(len(calls)), frame_ms=[float(len(calls))])
+        return run
+
+    results = interleave({"a": runner("a"), "b": runner("b"), "c": runner("c")}, repeats=2)
+    assert calls == ["a", "b", "c", "a", "b", "c", "a", "b", "c"]
+    assert {name: [run.first_mask_ms for run in result.runs] for name, result in results.items()} == {
+        "a": [4.0, 7.0], "b": [5.0, 8.0], "c": [6.0, 9.0]}  # warm-up passes (1, 2, 3) are not recorded
+
+
+def test_prompt_boxes_take_the_objects_first_then_distinct_grown_copies_inside_the_frame():
+    boxes = [(10.0, 10.0, 20.0, 30.0), (0.0, 40.0, 64.0, 48.0)]
+    assert prompt_boxes(boxes, 1, (50, 64)) == boxes[:1]
+    prompts = prompt_boxes(boxes, 5, (50, 64))
+    assert prompts[:2] == boxes
+    assert prompts[2] == (8.0, 8.0, 22.0, 32.0) and prompts[3] == (0.0, 38.0, 64.0, 50.0)
+    assert prompts[4] == (6.0, 6.0, 24.0, 34.0)
+    assert len(set(prompts)) == 5
+    with pytest.raises(ConfigError, match="no object to prompt"):
+        prompt_boxes([], 1, (50, 64))
+
+
+def test_config_refuses_unknown_modes_and_empty_or_zero_object_counts(tmp_path):
+    with pytest.raises(ConfigError, match="bench modes"):
+        BenchConfig(tmp_path, tmp_path, modes=("sam3",))
+    with pytest.raises(ConfigError, match="bench objects"):
+        BenchConfig(tmp_path, tmp_path, objects=(1, 0))
+    with pytest.raises(ConfigError, match="bench objects"):
+        BenchConfig(tmp_path, tmp_path, objects=())
+
+
+def test_contestant_names_keep_sam2_mode_plain_and_label_mqc_mode():
+    assert contestant_name("onnxruntime", "sam2") == "mqc-edge/onnxruntime"
+    assert contestant_name("torch", "mqc") == "mqc-edge/torch (mqc mode)"
