@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import shape_inference
+from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Attention", "MultiHeadAttention", "Einsum")
 """Ops whose FLOPs scale with a contraction; everything else is element-wise or data movement."""
@@ -53,9 +54,34 @@ class GraphCost:
         return max(self.flops / (peak_gflops * 1e9), self.bytes_min / (bandwidth_gbps * 1e9)) * 1e3
 
 
+def _pinned(model: onnx.ModelProto, symbols: dict[str, int]) -> onnx.ModelProto:
+    """A copy whose graph inputs have their symbolic dims set: inference then resolves every
+    tensor downstream (left symbolic, a Reshape or Concat on them yields fresh unknown dims)."""
+    pinned = onnx.ModelProto()
+    pinned.CopyFrom(model)
+    for value in pinned.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in symbols:
+                dim.dim_value = symbols[dim.dim_param]
+    return pinned
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
+    """onnxruntime's symbolic shape inference where it covers the graph, else onnx's.
+
+    Shapes the exporter computes at run time from `Shape` (a Reshape to [batch, tokens, heads,
+    -1]) stay unknown to onnx's data propagation (115 tensors of the mask decoder uncounted);
+    onnxruntime's resolves them but raises on some ops it lacks (the fused `Attention`, DAMI's
+    graph), and whatever is still unknown is listed in `GraphCost.unknown_shapes`."""
+    try:
+        return SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # noqa: BLE001 - any failure of its partial op coverage means: use onnx's
+        return shape_inference.infer_shapes(model, data_prop=True)
+
+
 def _shape_table(model: onnx.ModelProto, symbols: dict[str, int]) -> dict[str, tuple[tuple[int, ...], int]]:
     """name -> (shape, bytes per element) for every tensor shape inference resolves."""
-    inferred = shape_inference.infer_shapes(model, data_prop=True)
+    inferred = _inferred(_pinned(model, symbols))
     table = {}
     graph = inferred.graph
     for value in list(graph.input) + list(graph.output) + list(graph.value_info):

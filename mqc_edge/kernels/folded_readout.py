@@ -8,8 +8,8 @@ channels (`v_proj`), averages them with the softmax weights P and projects the r
 
 exactly in real arithmetic: the weighted read happens on 64 channels instead of 256 and the
 memory's value projection, recomputed for every stored frame on every frame, disappears. At
-480 px with 7 memories that removes 9.6 of 37.7 GFLOP/frame from memory attention (cost model
-on the exported graphs). Keys keep their projection: RoPE rotates them by position after it,
+480 px with 7 memories that removes 9.36 of 37.70 GFLOP/frame from memory attention (cost
+model on the exported graphs). Keys keep their projection: RoPE rotates them by position after it,
 so it does not fold.
 """
 

@@ -6,8 +6,8 @@ the qkv and output projections on every padded token, then crops the padding awa
 token's qkv is the qkv bias, and the output projection acts per token, so projecting only
 the real tokens, padding the qkv with its bias, and projecting after the crop gives the same
 tensor with less work. SAM 2.1 tiny pads its 16x16 (256 px) stage-3 grid to 28x28 and its
-30x30 (480 px) grid to 42x42: this removes 3.6 of 17.6 GFLOP/frame at 256 px and 5.7 of
-56.6 at 480 px from the image encoder (cost model on the exported graphs).
+30x30 (480 px) grid to 42x42: this removes 3.59 of 17.56 GFLOP/frame at 256 px and 5.87 of
+56.58 at 480 px from the image encoder (cost model on the exported graphs).
 
 Padded keys still take part in the attention, as in Meta's block: only the projections move.
 """

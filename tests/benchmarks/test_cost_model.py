@@ -80,3 +80,15 @@ def test_symbolic_dims_are_pinned_or_reported_unknown():
 def test_matmul_peak_is_positive_and_consistent():
     peak = measure_matmul_peak(size=256, threads=1, repeats=3)
     assert 0 < peak.gflops_median <= peak.gflops_best
+
+
+def test_every_exported_stage_is_fully_counted_and_per_object_stages_scale_with_objects(exported):
+    from mqc_edge.runtime.manifest import load_manifest
+
+    manifest = load_manifest(exported[0])
+    for stage in manifest.content["stages"]:
+        cost = graph_cost(manifest.stage_file(stage), {"prompt_tokens": 2, "objects": 1})
+        assert cost.unknown_shapes == (), stage
+    one, four = (graph_cost(manifest.stage_file("memory_attention"), {"prompt_tokens": 2, "objects": count}).flops
+                 for count in (1, 4))
+    assert one > 0 and four == pytest.approx(4 * one, rel=1e-3)
