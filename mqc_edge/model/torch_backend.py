@@ -19,6 +19,7 @@ from mqc_edge.errors import ConfigError, StageContractError
 from mqc_edge.model.mqc_sam import MQCSAM
 from mqc_edge.model.sam2_build import SAM21_CONFIG_NAMES, build_sam21, geometry_of
 from mqc_edge.model.stages import build_stages
+from mqc_edge.runtime.backend import slot_index
 
 
 class TorchBackend:
@@ -62,7 +63,7 @@ class TorchBackend:
         return torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype), device=self.device)
 
     def write_slot(self, buffer: torch.Tensor, index: int, value: torch.Tensor) -> None:
-        buffer.view(-1, *value.shape[1:])[index].copy_(value[0])
+        buffer[slot_index(buffer.dim(), value.dim(), index)].copy_(value[0])
 
     def concat(self, handles: list[torch.Tensor]) -> torch.Tensor:
         return handles[0] if len(handles) == 1 else torch.cat(handles)

@@ -61,6 +61,12 @@ class StageBackend(Protocol):
         ...
 
 
+def slot_index(buffer_ndim: int, value_ndim: int, index: int) -> tuple[int, ...]:
+    """`write_slot`'s index into a buffer of slots shaped like value[0]: zeros for the buffer's
+    extra leading axes (a SAM 2 bank's batch of one), then the slot."""
+    return (0,) * (buffer_ndim - value_ndim) + (index,)
+
+
 def load_backend(name: str, **options: Any) -> StageBackend:
     """Import the backend module named `name` and build a backend from `options`."""
     if name not in BACKEND_MODULES:

@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from mqc_edge.contract import StageSpec, TensorSpec, stage_specs
 from mqc_edge.errors import ConfigError, StageContractError
-from mqc_edge.runtime.backend import Handle
+from mqc_edge.runtime.backend import Handle, slot_index
 from mqc_edge.runtime.manifest import load_manifest
 
 CPU = "CPUExecutionProvider"
@@ -97,10 +97,10 @@ class OrtBackend:
         so the buffer makes a host round trip (the TensorRT backend copies on the device)."""
         value = self.to_host(value)
         if isinstance(buffer, np.ndarray):
-            buffer.reshape(-1, *value.shape[1:])[index] = value[0]
+            buffer[slot_index(buffer.ndim, value.ndim, index)] = value[0]
             return
         host = buffer.numpy()
-        host.reshape(-1, *value.shape[1:])[index] = value[0]
+        host[slot_index(host.ndim, value.ndim, index)] = value[0]
         buffer.update_inplace(host)
 
     def concat(self, handles: list[Handle]) -> Handle:

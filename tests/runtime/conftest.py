@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from mqc_edge.contract import ModelGeometry, MQCGeometry, stage_specs
+from mqc_edge.runtime.backend import slot_index
 
 FAKE_GEOMETRY = ModelGeometry(image_size=64, hidden_dim=32, mem_dim=8, mqc=MQCGeometry(text_tokens=8))
 
@@ -51,7 +52,7 @@ class FakeBackend:
         return np.zeros(spec.shape, dtype=spec.dtype)
 
     def write_slot(self, buffer: np.ndarray, index: int, value: np.ndarray) -> None:
-        buffer.reshape(-1, *value.shape[1:])[index] = value[0]
+        buffer[slot_index(buffer.ndim, value.ndim, index)] = value[0]
 
     def concat(self, handles: list[np.ndarray]) -> np.ndarray:
         return np.concatenate(handles)

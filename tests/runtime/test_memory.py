@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mqc_edge.contract import ModelGeometry, TensorSpec
+from mqc_edge.runtime.backend import slot_index
 from mqc_edge.runtime.memory import (
     EMPTY,
     attention_inputs,
@@ -25,7 +26,7 @@ class NumpyBackend:
         return np.zeros(spec.shape, dtype=spec.dtype)
 
     def write_slot(self, buffer: np.ndarray, index: int, value: np.ndarray) -> None:
-        buffer.reshape(-1, *value.shape[1:])[index] = value[0]
+        buffer[slot_index(buffer.ndim, value.ndim, index)] = value[0]
 
 
 def _memory(frame: int) -> np.ndarray:
