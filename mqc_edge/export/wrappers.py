@@ -4,7 +4,7 @@ The stages of `model/stages.py` and `model/mqc_stages.py` are traced as they are
 - memory attention (SAM 2 and DAMI) gets `kernels.rope.RealAxialRope` through its `rope` hook:
   sam2's RoPE multiplies complex tensors, which neither ONNX nor the torch.export-based
   exporter can express;
-- SAM 2 memory attention reads values on 64 channels (`kernels.folded_readout`);
+- SAM 2 memory attention and DAMI read values on 64 channels (`kernels.folded_readout`);
 - Hiera's windowed blocks leave the window padding unprojected (`kernels.hiera_windows`).
 The rewrites are exact in real arithmetic and cut FLOPs; the torch reference keeps Meta's code,
 so the export's parity report measures every swap.
@@ -38,10 +38,10 @@ def exportable_stages(backend: TorchBackend) -> Iterator[dict[str, nn.Module]]:
     meta_blocks = trunk.blocks
     trunk.blocks = unpadded_blocks(meta_blocks)
     if dami is not None:
-        dami.rope = rope
+        dami.rope, dami.fold_values = rope, True
     try:
         yield modules
     finally:
         trunk.blocks = meta_blocks
         if dami is not None:
-            dami.rope = None
+            dami.rope, dami.fold_values = None, False

@@ -32,14 +32,14 @@ def segmented_attention(
     segment_lengths: tuple[int, ...],
     segment_weights: Tensor,
 ) -> Tensor:
-    """q `[B, h, Nq, d]`, k/v `[B, h, Nk, d]` grouped by segment, key_valid `[B, Nk]` bool,
-    key_bias `[B, Nk]`, segment_weights `[S]` -> `[B, h, Nq, d]`."""
+    """q `[B, h, Nq, d]`, k `[B, h, Nk, d]` and v `[B, h, Nk, dv]` grouped by segment, key_valid
+    `[B, Nk]` bool, key_bias `[B, Nk]`, segment_weights `[S]` -> `[B, h, Nq, dv]`."""
     logits = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + key_bias[:, None, None, :]
     valid = key_valid[:, None, None, :]
     lowest = torch.finfo(logits.dtype).min
     logits = torch.where(valid, logits, torch.full_like(logits, lowest))
     values = torch.where(key_valid[:, None, :, None], v, torch.zeros_like(v))
-    out = torch.zeros_like(q)
+    out = q.new_zeros(*q.shape[:-1], v.shape[-1])
     start = 0
     for index, length in enumerate(segment_lengths):
         keys = slice(start, start + length)
@@ -71,7 +71,7 @@ def segmented_attention_reference(
     """float64 numpy DAMI attention that drops invalid keys outright (the definition the
     kernel must equal); same shapes as `segmented_attention`."""
     q, k, v, key_bias = (np.asarray(a, np.float64) for a in (q, k, v, key_bias))
-    out = np.zeros(q.shape, np.float64)
+    out = np.zeros((*q.shape[:-1], v.shape[-1]), np.float64)
     bounds = np.cumsum((0, *segment_lengths))
     for batch in range(q.shape[0]):
         for segment, weight in enumerate(np.asarray(segment_weights, np.float64)):

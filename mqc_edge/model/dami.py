@@ -29,6 +29,7 @@ from sam2.modeling.position_encoding import apply_rotary_enc
 from sam2.modeling.sam.transformer import RoPEAttention
 
 from mqc_edge.errors import ConfigError
+from mqc_edge.kernels.folded_readout import folded_value_projection, folds
 from mqc_edge.kernels.segmented_attention import segmented_attention
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ class DAMIMemoryAttention(nn.Module):
         # one bias per FIFO recency rank, shared by a frame's memory and its pointer; paper init 0
         self.fifo_bias = nn.Parameter(torch.zeros(max(split.fifo, split.fifo_pointers)))
         self.rope: Callable | None = None  # None: sam2's complex RoPE; export sets kernels.rope.RealAxialRope
+        # export sets True: values read on the memory's channels, projected after (kernels/folded_readout.py)
+        self.fold_values = False
 
     def forward(
         self,
@@ -200,11 +203,23 @@ class DAMIMemoryAttention(nn.Module):
 
         q = _split_heads(project("q", attn.q_proj, query_in), attn.num_heads)
         k = _split_heads(project("k", attn.k_proj, key_in), attn.num_heads)
-        v = _split_heads(project("v", attn.v_proj, keys.memory), attn.num_heads)
         q, k = _apply_rope(attn, q, k, keys.num_pointer_tokens, self.rope)
-        k, v = k[:, :, keys.order], v[:, :, keys.order]
-        out = segmented_attention(q, k, v, keys.valid, keys.bias, keys.lengths, self.segment_weights)
+        if self.fold_values and moga is None and folds(attn):
+            return self._folded_read(attn, q, k[:, :, keys.order], keys)
+        v = _split_heads(project("v", attn.v_proj, keys.memory), attn.num_heads)
+        out = segmented_attention(q, k[:, :, keys.order], v[:, :, keys.order], keys.valid, keys.bias, keys.lengths,
+                                  self.segment_weights)
         return attn.out_proj(out.transpose(1, 2).flatten(2))
+
+    def _folded_read(self, attn: RoPEAttention, q: torch.Tensor, k: torch.Tensor, keys: _Keys) -> torch.Tensor:
+        """out_proj(sum_s w_s P_s v_proj(M_s)) read on M's channels: a column of ones beside M
+        reads sum_s w_s [bank s non-empty], the weight of v_proj's bias (an empty bank's P_s is 0)."""
+        memory = keys.memory[:, keys.order]
+        values = torch.cat([memory, torch.ones_like(memory[..., :1])], dim=-1).unsqueeze(1)
+        read = segmented_attention(q, k, values, keys.valid, keys.bias, keys.lengths, self.segment_weights)[:, 0]
+        weight, _ = folded_value_projection(attn)
+        value_bias = attn.out_proj.weight @ attn.v_proj.bias
+        return read[..., :-1] @ weight + read[..., -1:] * value_bias + attn.out_proj.bias
 
 
 def _self_attend(layer: MemoryAttentionLayer, output: torch.Tensor, curr_pos: torch.Tensor) -> torch.Tensor:

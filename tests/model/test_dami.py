@@ -164,3 +164,19 @@ def test_memory_split_rejects_an_empty_or_negative_memory():
         MemorySplit(1, -1, 2)
     with pytest.raises(ConfigError, match=r"pointers \(1, 4, -2\)"):
         MemorySplit(prototype_pointers=-2)
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("empty", [[], [5, 6]])  # all banks filled; the prototype bank empty
+def test_folded_values_equal_projected_values_with_fusion_weights_and_bias(tiny_sam, make_memory, empty):
+    split = MemorySplit()
+    memory = _invalidate(make_memory(split, batch=2), empty, fill=0.0) if empty else make_memory(split, batch=2)
+    curr, curr_pos = _queries(batch=2)
+    dami = DAMIMemoryAttention(split)
+    dami.segment_weights.copy_(torch.tensor([0.7, 1.3, 2.0]))  # unequal, so the bias weight is not 1
+    dami.fifo_bias.copy_(torch.linspace(-0.5, 0.5, dami.fifo_bias.shape[0]))
+    projected = dami(tiny_sam.memory_attention, curr, curr_pos, memory)
+    dami.fold_values = True
+    folded = dami(tiny_sam.memory_attention, curr, curr_pos, memory)
+    assert (folded - projected).abs().max() <= 1e-5 * projected.abs().max()
+    assert not torch.equal(folded, projected)  # the folded path really ran
