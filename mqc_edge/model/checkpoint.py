@@ -10,7 +10,6 @@ when a checkpoint does carry them they replace the folder's (a fine-tuned encode
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from mqc_edge.atomic import write_atomically
 from mqc_edge.errors import CheckpointError
 from mqc_edge.model.mqc_sam import MQCSAM, MQCSAMConfig
+from mqc_edge.model.sam2_build import read_meta_state
 
 FORMAT = "mqc-edge-checkpoint/1"
 SAM_PREFIX = "sam."
@@ -141,18 +141,5 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], MQCSAMConfig
 
 def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], MQCSAMConfig | None, str]:
     """Meta's SAM 2.1 format: `{"model": {key: tensor}}` with SAM2Base keys."""
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(
-            f"checkpoint {path}: holds Python objects besides tensors, refused by torch.load(weights_only=True)"
-        ) from None
-    except Exception as error:  # zip, EOF and IO errors have no common base; all mean "unreadable"
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"checkpoint {path}: not a readable torch file ({first_line})") from None
-    state = content.get("model") if isinstance(content, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise CheckpointError(
-            f"checkpoint {path}: expected Meta's SAM 2 layout {{'model': state_dict}} of tensors, got something else"
-        )
+    state = read_meta_state(path)
     return {SAM_PREFIX + key: value for key, value in state.items()}, None, "sam2-official"

@@ -7,6 +7,7 @@ checkpoint is Meta's `{"model": state_dict}` .pt file or a safetensors file of t
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -55,12 +56,29 @@ def load_weights(model: SAM2Base, checkpoint: Path) -> None:
 
         state = load_file(str(checkpoint))
     else:
-        loaded = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if not isinstance(loaded, dict) or "model" not in loaded:
-            raise CheckpointError(f"{checkpoint}: expected a dict with key 'model' (Meta's format)")
-        state = loaded["model"]
+        state = read_meta_state(checkpoint)
     _check_state(checkpoint, model.state_dict(), state)
     model.load_state_dict(state)
+
+
+def read_meta_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of Meta's SAM 2.1 format, `{"model": {key: tensor}}`, read with
+    `weights_only=True`; every way the file can be wrong is a `CheckpointError` naming it."""
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"checkpoint {path}: holds Python objects besides tensors, refused by torch.load(weights_only=True)"
+        ) from None
+    except Exception as error:  # zip, EOF and IO errors have no common base; all mean "unreadable"
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"checkpoint {path}: not a readable torch file ({first_line})") from None
+    state = content.get("model") if isinstance(content, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise CheckpointError(
+            f"checkpoint {path}: expected Meta's SAM 2 layout {{'model': state_dict}} of tensors, got something else"
+        )
+    return state
 
 
 def _check_state(path: Path, expected: dict, got: dict) -> None:
