@@ -54,6 +54,15 @@ def _objects_table(report: dict) -> list[str]:
     return lines
 
 
+def _save(figure, path: Path) -> None:
+    """Lay out, write atomically as PNG, and free the figure (pyplot keeps every open one)."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=100))
+    plt.close(figure)
+
+
 def _plot_stages(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -70,9 +79,7 @@ def _plot_stages(report: dict, path: Path) -> None:
     axes.legend([plt.Rectangle((0, 0), 1, 1, color=colours[stage]) for stage in stage_names], stage_names, fontsize=7)
     axes.set_xticks(range(len(report["contestants"])), list(report["contestants"]), rotation=15)
     axes.set_ylabel("ms per frame (p50 per stage)")
-    figure.tight_layout()
-    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=100))
-    plt.close(figure)
+    _save(figure, path)
 
 
 def _plot_memory(report: dict, path: Path) -> None:
@@ -84,9 +91,7 @@ def _plot_memory(report: dict, path: Path) -> None:
     axes.set_xlabel("tracked frames")
     axes.set_ylabel("resident host memory, MiB")
     axes.legend(fontsize=7)
-    figure.tight_layout()
-    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=100))
-    plt.close(figure)
+    _save(figure, path)
 
 
 def _plot_objects(report: dict, path: Path) -> None:
@@ -102,9 +107,7 @@ def _plot_objects(report: dict, path: Path) -> None:
     axes.set_xlabel("objects tracked at once")
     axes.set_ylabel("ms per frame (p50)")
     axes.legend(fontsize=7)
-    figure.tight_layout()
-    write_atomically(path, lambda tmp: figure.savefig(tmp, dpi=100))
-    plt.close(figure)
+    _save(figure, path)
 
 
 def write_report(report: dict, out_dir: Path) -> None:
