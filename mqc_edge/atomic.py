@@ -1,24 +1,36 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written output file."""
+"""Atomic file writes: a reader (or a crash) never sees a half-written output file.
+
+Files get the permissions a plain `open()` would give them (0666 less the process umask, or
+what the folder's default ACL says): the temporary file is created that way, not by
+`tempfile.mkstemp`, whose 0600 would make every output private to its writer.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Callable
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place.
+def new_temporary_beside(path: Path) -> Path:
+    """Create an empty hidden file `.<stem>.<random><suffix>` in `path`'s folder and return its path.
 
-    The temporary file keeps `path`'s suffix so that writers choosing the format by extension
-    (Pillow, OpenCV, numpy) still do the right thing.
+    It keeps `path`'s suffix so that writers choosing the format by extension (Pillow, OpenCV,
+    numpy) still do the right thing; its mode is 0666 less the umask, as for `open(path, "w")`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    tmp_path = Path(tmp_name)
+    tmp_path = path.parent / f".{path.stem}.{secrets.token_hex(8)}{path.suffix}"
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return tmp_path
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp_path)` on a temporary file beside `path` (`new_temporary_beside`), then
+    rename it into place."""
+    path = Path(path)
+    tmp_path = new_temporary_beside(path)
     try:
         write(tmp_path)
         os.replace(tmp_path, path)

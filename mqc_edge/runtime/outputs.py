@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -23,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from mqc_edge.atomic import write_atomically
+from mqc_edge.atomic import new_temporary_beside, write_atomically
 
 
 def coco_rle(mask: np.ndarray) -> dict:
@@ -59,7 +58,7 @@ class RunWriter:
         (self.out_dir / "masks").mkdir(parents=True, exist_ok=True)
         if save_logits:
             (self.out_dir / "logits").mkdir(parents=True, exist_ok=True)
-        self._results_fd = os.open(self.out_dir / "results.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        self._results_fd = os.open(self.out_dir / "results.jsonl", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
         # COCO RLEs stream into a hidden file renamed at close: nothing per frame stays in memory.
         self._rle_final = self.out_dir / "masks_coco_rle.json"
         self._rle_file = open(self.out_dir / f".{self._rle_final.name}.partial", "w", encoding="utf-8")
@@ -71,7 +70,7 @@ class RunWriter:
         write_atomically(self.out_dir / "masks" / f"{name}.png", Image.fromarray(mask.astype(np.uint8) * 255).save)
         if self.save_logits and logits is not None:
             write_atomically(self.out_dir / "logits" / f"{name}.npy", lambda tmp: np.save(tmp, logits.astype(np.float32)))
-        line = json.dumps({"frame": name, **record}, sort_keys=True) + "\n"
+        line = json.dumps({"frame": name, **record}, sort_keys=True, allow_nan=False) + "\n"
         os.write(self._results_fd, line.encode("utf-8"))
         self._rle_file.write(f"{self._rle_separator}{json.dumps(name)}: {json.dumps(coco_rle(mask))}")
         self._rle_separator = ", "
@@ -101,10 +100,7 @@ class OverlayVideo:
     def __init__(self, path: Path, fps: float) -> None:
         self.path = Path(path)
         self.fps = fps
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp_name = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix, dir=self.path.parent)
-        os.close(handle)
-        self._tmp = Path(tmp_name)
+        self._tmp = new_temporary_beside(self.path)
         self._writer: cv2.VideoWriter | None = None
 
     def write(self, rgb: np.ndarray, masks: Sequence[np.ndarray]) -> None:

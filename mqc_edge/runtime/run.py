@@ -23,6 +23,7 @@ from mqc_edge.errors import BadFrameError
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.multi_tracker import MultiTracker
 from mqc_edge.runtime.outputs import OverlayVideo, RunWriter
+from mqc_edge.runtime.prompts import check_prompts
 from mqc_edge.runtime.results import FrameResult
 
 OBJECTS_FILE = "objects.json"
@@ -73,12 +74,14 @@ def run_video(
 ) -> int:
     """Prompt the first (name, RGB frame) with `prompts` (one dict of `Tracker.start` keywords per
     object), track the rest, write each object's outputs and, with `overlay_fps`, O/overlay.mp4.
+    Prompt values are checked (`check_prompts`) before anything is written.
 
     When a frame cannot be read, the frames the tracker still holds (MQC start-up) are flushed
     to disk before the error propagates, so every frame before the failure is written.
     Returns the number of frames written; `progress` shows frames/s on stderr (and an ETA
     when `total`, the frame count, is known).
     """
+    check_prompts(prompts)
     folders = object_folders(out_dir, len(prompts))
     _write_objects_file(Path(out_dir), folders, prompts)
     with ExitStack() as stack:
@@ -104,7 +107,7 @@ def _write_objects_file(out_dir: Path, folders: list[Path], prompts: Sequence[Ma
     """O/objects.json: which folder holds which object, and the prompt that named it."""
     entries = [{"object": number, "folder": str(folder.relative_to(out_dir)), "prompt": _describe(prompt)}
                for number, (folder, prompt) in enumerate(zip(folders, prompts), start=1)]
-    write_text_atomically(out_dir / OBJECTS_FILE, json.dumps(entries, indent=1) + "\n")
+    write_text_atomically(out_dir / OBJECTS_FILE, json.dumps(entries, indent=1, allow_nan=False) + "\n")
 
 
 def _describe(prompt: Mapping[str, object]) -> dict[str, object]:
