@@ -7,6 +7,7 @@ runtime-only install never imports torch.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,13 @@ def _size(text: str) -> tuple[int, int]:
     if width < 64 or height < 64:
         raise argparse.ArgumentTypeError(f"size must be at least 64x64, got {text!r}")
     return width, height
+
+
+def _model_path(model: Path | None) -> Path:
+    """MODEL as given, or the cached export of the shipped default for `default` (and for None)."""
+    from mqc_edge.default_model import cache_root, resolve_model
+
+    return resolve_model(model, cache_root(os.environ), log=lambda line: print(line, file=sys.stderr))
 
 
 def _cmd_data_synth(args: argparse.Namespace) -> int:
@@ -54,12 +62,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _eval_model(args: argparse.Namespace) -> int:
     from mqc_edge.benchmarks.parity_eval import ParityEvalConfig, format_parity, run_parity_eval
 
-    config = ParityEvalConfig(model_dir=args.model, dataset=args.gt, out_dir=args.out, backend=args.backend,
+    if args.variants:
+        return _eval_variants(args)
+
+    config = ParityEvalConfig(model_dir=_model_path(args.model), dataset=args.gt, out_dir=args.out, backend=args.backend,
                               modes=tuple(args.modes) if args.modes else None, split=args.split, threads=args.threads)
     report = run_parity_eval(config)
     print(format_parity(report))
     print(f"wrote {args.out / 'parity.json'}; parity {'passed' if report['passed'] else 'FAILED'}", file=sys.stderr)
     return 0 if report["passed"] else 1
+
+
+def _eval_variants(args: argparse.Namespace) -> int:
+    from mqc_edge.benchmarks.accuracy_eval import AccuracyEvalConfig, format_accuracy, run_accuracy_eval
+
+    needs_model = any(name != "flow-gt-mask" for name in args.variants)
+    config = AccuracyEvalConfig(model_dir=_model_path(args.model) if needs_model else args.model, dataset=args.gt,
+                                out_dir=args.out, variants=tuple(args.variants), backend=args.backend,
+                                split=args.split, threads=args.threads)
+    print(format_accuracy(run_accuracy_eval(config)))
+    print(f"wrote {args.out / 'accuracy.json'}", file=sys.stderr)
+    return 0
 
 
 class _AppendPrompt(argparse.Action):
@@ -91,11 +114,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if not args.prompts:
         raise PromptError("run: give at least one object: --text T, --box X0 Y0 X1 Y1 or --points X,Y,LABEL ...")
-    if (args.model is None) == (args.checkpoint is None):
+    if args.model is not None and args.checkpoint is not None:
         raise ConfigError("run: give the model once, as MODEL (export directory or checkpoint) or as --checkpoint")
+    model = args.checkpoint or _model_path(args.model)
+    backend = args.backend or ("onnxruntime" if (model / "manifest.json").is_file() else "torch")
     count, description = run_from_checkpoint(
-        checkpoint=args.model or args.checkpoint, video=args.video, out_dir=args.out, prompts=args.prompts, mode=args.mode,
-        backend=args.backend, model_config=args.model_config, image_size=args.image_size,
+        checkpoint=model, video=args.video, out_dir=args.out, prompts=args.prompts, mode=args.mode,
+        backend=backend, model_config=args.model_config, image_size=args.image_size,
         save_logits=args.save_logits, threads=args.threads, overlay_fps=args.overlay_fps if args.overlay else None,
     )
     print(f"{description}\nwrote {count} frames to {args.out}", file=sys.stderr)
@@ -105,8 +130,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from mqc_edge.export import export_model
 
+    from mqc_edge.default_model import DEFAULT_MODEL, DEFAULT_WEIGHTS
+
+    checkpoint = DEFAULT_WEIGHTS if str(args.checkpoint) == DEFAULT_MODEL else args.checkpoint
     manifest = export_model(
-        checkpoint=args.checkpoint, out=args.out, model_config=args.model_config, image_size=args.image_size,
+        checkpoint=checkpoint, out=args.out, model_config=args.model_config, image_size=args.image_size,
         opset=args.opset, texts=args.texts,
     )
     parity = manifest["parity"]
@@ -123,7 +151,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from mqc_edge.benchmarks.report import markdown
 
     config = BenchConfig(
-        model_dir=args.model_dir, out_dir=args.out, backends=tuple(args.backends), vs_pytorch=args.vs_pytorch,
+        model_dir=_model_path(args.model_dir), out_dir=args.out, backends=tuple(args.backends), vs_pytorch=args.vs_pytorch,
         vs_sam2=args.vs_sam2, modes=tuple(args.modes), objects=tuple(args.objects), frames=args.frames, repeats=args.repeats, threads=args.threads,
         video=args.video, box=tuple(args.box) if args.box else None, clip_size=args.clip_size, seed=args.seed,
         device_peak=args.device_peak,
@@ -142,10 +170,54 @@ def _peak(text: str) -> tuple[float, float]:
     return gflops, gbps
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from mqc_edge.training.trainer import STATE_FILE, Trainer
+
+    if args.threads < 1:
+        raise ConfigError(f"threads: expected >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
+    settings = {name: getattr(args, name) for name in _TRAIN_SETTINGS if getattr(args, name) is not None}
+    if args.resume:
+        if settings:
+            raise ConfigError(f"train --resume continues with the run's saved settings; drop {sorted(settings)}")
+        trainer = Trainer.resume(args.out, device=args.device)
+    elif (args.out / STATE_FILE).exists():
+        raise ConfigError(f"{args.out}: holds a training run already; pass --resume to continue it, or another --out")
+    else:
+        trainer = _new_trainer(args.out, settings, args.device)
+    state = trainer.run(steps=args.stop_at)
+    print(f"trained {state.step} of {trainer.config.steps} steps; checkpoint {args.out / 'model.safetensors'}",
+          file=sys.stderr)
+    return 0
+
+
+_TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "checkpoint_minutes", "validate_every")
+
+
+def _new_trainer(out: Path, settings: dict, device: str):
+    import dataclasses
+
+    from mqc_edge.model.default_config import DEFAULT_MODEL_CONFIG
+    from mqc_edge.training.trainer import Trainer, TrainConfig
+
+    model_config = dataclasses.replace(DEFAULT_MODEL_CONFIG, **{
+        field: settings[name] for name, field in (("variant", "sam2_variant"), ("image_size", "image_size"))
+        if name in settings
+    })
+    renamed = {"lr": "learning_rate"}
+    config = TrainConfig(**{renamed.get(name, name): value for name, value in settings.items()
+                            if name not in ("variant", "image_size")})
+    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, image_size=model_config.image_size))
+    return Trainer(out, config, model_config, device=device)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mqc_edge.demo import run_demo
 
-    run_demo(out_dir=args.out, videos=args.videos, frames=args.frames, size=args.size, seed=args.seed)
+    run_demo(out_dir=args.out, model_dir_of=lambda: _model_path(args.model), videos=args.videos, frames=args.frames,
+             size=args.size, seed=args.seed, threads=args.threads)
     return 0
 
 
@@ -153,12 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mqc-edge", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="generate a satellite-like clip, segment it, report J&F")
+    demo = commands.add_parser("demo", help="the shipped default model on generated satellite-like clips: "
+                                            "export, run from text and box, J&F, overlay, report")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
-    demo.add_argument("--videos", type=int, default=4)
-    demo.add_argument("--frames", type=int, default=32)
-    demo.add_argument("--size", type=_size, default=(480, 480), help="WxH")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--model", type=Path, default=None, help="an export directory (default: the shipped model)")
+    demo.add_argument("--videos", type=int, default=2)
+    demo.add_argument("--frames", type=int, default=24)
+    demo.add_argument("--size", type=_size, default=(256, 256), help="WxH")
+    demo.add_argument("--seed", type=int, default=0, help="clip seed (test seeds stay below the training seed)")
+    demo.add_argument("--threads", type=int, default=2)
     demo.set_defaults(handler=_cmd_demo)
 
     data = commands.add_parser("data", help="datasets: synthetic generation")
@@ -178,28 +253,35 @@ def build_parser() -> argparse.ArgumentParser:
     evaluated = evaluate.add_mutually_exclusive_group(required=True)
     evaluated.add_argument("--pred", type=Path, help="P/<video>/<exp_id>/<frame>.png")
     evaluated.add_argument("--model", type=Path, help="an `mqc-edge export` directory: segment --gt with --backend and "
-                                                      "with torch, score both, compare them frame by frame")
+                                                      "with torch, score both, compare them frame by frame "
+                                                      "(`default`: the shipped model)")
     evaluate.add_argument("--gt", type=Path, required=True, help="dataset root (RS-RVOS layout)")
     evaluate.add_argument("--out", type=Path, required=True, help="report folder")
     evaluate.add_argument("--split", default=None, help="score only the videos of splits/<SPLIT>.txt")
-    evaluate.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt"),
+    evaluate.add_argument("--backend", default="onnxruntime",
+                          choices=("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "torch"),
                           help="with --model: the backend compared with the torch reference")
     evaluate.add_argument("--modes", nargs="+", choices=("mqc", "sam2"), default=None,
                           help="with --model: mqc (expressions) and/or sam2 (ground-truth frame-0 boxes); default all "
                                "the model has")
     evaluate.add_argument("--threads", type=int, default=None, help="with --model: CPU threads of each backend")
+    evaluate.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
+                          help="with --model: J&F of these tracking variants on --backend alone instead of parity: "
+                               "mqc, mqc-no-tmcc, sam2-text, sam2-box, flow-gt-mask (docs/model_card.md)")
     evaluate.set_defaults(handler=_cmd_eval)
 
     run = commands.add_parser("run", help="segment a video from a text, box or points on its first frame")
     run.add_argument("model", type=Path, nargs="?", default=None, metavar="MODEL",
-                     help="an `mqc-edge export` directory or a checkpoint (same as --checkpoint)")
+                     help="an `mqc-edge export` directory, a checkpoint (same as --checkpoint), or `default` "
+                          "(the shipped model, also when MODEL is left out)")
     run.add_argument("--checkpoint", type=Path, default=None,
                      help="MQC-SAM .safetensors, Meta's SAM 2.1 .pt, or an `mqc-edge export` directory")
     run.add_argument("--model-config", default=None, help="SAM 2.1 config of a Meta checkpoint (sam2.1_hiera_t)")
     run.add_argument("--image-size", type=int, default=None, help="model input size S (Meta checkpoint default 1024)")
     run.add_argument("--mode", choices=("mqc", "sam2"), default="mqc", help="mqc: TMCC + DAMI; sam2: SAM 2's memory")
     run.add_argument("--backend", choices=("torch", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt"),
-                     default="torch", help="who runs the stages; all but torch need an export directory")
+                     default=None, help="who runs the stages; all but torch need an export directory "
+                                        "(default: onnxruntime for an export directory, torch for a checkpoint)")
     run.add_argument("--video", type=Path, required=True, help="frame folder, image or video file")
     run.add_argument("--text", dest="prompts", action=_AppendPrompt, const="text",
                      help="referring expression (mode mqc); each --text, --box, --points is one object")
@@ -216,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     export = commands.add_parser("export", help="per-stage ONNX + manifest.json with the parity report")
-    export.add_argument("--checkpoint", type=Path, required=True, help="MQC-SAM .safetensors, or Meta's SAM 2.1 .pt")
+    export.add_argument("--checkpoint", type=Path, required=True,
+                        help="MQC-SAM .safetensors, Meta's SAM 2.1 .pt, or `default` (the shipped weights)")
     export.add_argument("--model-config", default=None, help="SAM 2.1 config of a Meta checkpoint, e.g. sam2.1_hiera_t")
     export.add_argument("--image-size", type=int, default=None, help="model input size S (Meta checkpoint default 1024)")
     export.add_argument("--out", type=Path, required=True, help="export directory to write")
@@ -225,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_cmd_export)
 
     bench = commands.add_parser("bench", help="latency, FPS, memory and cost model of every contestant on one clip")
-    bench.add_argument("model_dir", type=Path, help="an `mqc-edge export` directory")
+    bench.add_argument("model_dir", type=Path, help="an `mqc-edge export` directory, or `default` (the shipped model)")
     bench.add_argument("--out", type=Path, required=True, help="report folder")
     bench.add_argument("--backends", nargs="+", default=["onnxruntime"],
                        choices=("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "torch"))
@@ -244,7 +327,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--device-peak", type=_peak, default=None, help="GFLOPS,GBps (default: measured MatMul peak)")
     bench.set_defaults(handler=_cmd_bench)
+
+    _add_train_parser(commands)
     return parser
+
+
+def _add_train_parser(commands: argparse._SubParsersAction) -> None:
+    from mqc_edge.training.clips import TRAIN_SEED  # torch-free
+
+    train = commands.add_parser("train", help="train MQC-SAM (default: the shipped compact config) on synthetic clips")
+    train.add_argument("--out", type=Path, required=True, help="run folder: state.pt, model.safetensors, log, plot")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out where it stopped, with its saved settings")
+    train.add_argument("--steps", type=int, default=None, help="length of the schedule, in clip steps (default 6000)")
+    train.add_argument("--stop-at", type=int, default=None, help="stop (checkpointed) after this step; --resume goes on")
+    train.add_argument("--lr", type=float, default=None, help="AdamW peak learning rate (default 1.5e-4)")
+    train.add_argument("--seed", type=int, default=None,
+                       help=f"training clip stream (default {TRAIN_SEED}, disjoint from every test seed)")
+    train.add_argument("--variant", default=None, help="SAM 2.1 variant (default: compact)")
+    train.add_argument("--image-size", type=int, default=None, help="model side, px (default: 256)")
+    train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    train.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core free on 2-core hosts)")
+    train.add_argument("--checkpoint-minutes", type=float, default=None, help="default 5")
+    train.add_argument("--validate-every", type=int, default=None, help="steps between validation J&F (default 250; 0: never)")
+    train.set_defaults(handler=_cmd_train)
 
 
 def main(argv: list[str] | None = None) -> int:

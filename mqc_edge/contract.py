@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mqc_edge.errors import StageContractError
+from mqc_edge.errors import ConfigError, StageContractError
 
 PROMPT_TOKENS = "prompt_tokens"
 """Symbolic dimension: number of sparse prompt tokens (see module docstring)."""
@@ -42,39 +42,82 @@ TRACKING_PROMPT_TOKENS = 2
 (sam2_base.py _forward_sam_heads with point_inputs=None)."""
 
 
-@dataclass(frozen=True)
-class MQCGeometry:
-    """Sizes of the MQC stages; read off an `MQCSAMConfig` (model/mqc_sam.py) by the backend."""
+BANKS = ("anchor", "fifo", "prototypes")
+"""DAMI's memory banks, in slot order: memory slots and pointer slots are both ordered so."""
 
-    text_tokens: int = 32  # T: MQCSAMConfig.max_text_tokens (the text encoder's fixed length)
-    fusion_tokens: int = 2  # K: MQCSAMConfig.sparse_prompt_tokens (sparse prompts out of the fusion)
-    anchor_slots: int = 1  # MQCSAMConfig.memory_anchor_slots (paper: one semantic anchor)
-    fifo_slots: int = 4  # MQCSAMConfig.memory_fifo_slots (1 + 4 + 2 = paper N_max = 7)
-    prototype_slots: int = 2  # MQCSAMConfig.memory_prototype_slots
-    anchor_pointers: int = 1  # MQCSAMConfig.anchor_pointers: one pointer per memory frame
-    fifo_pointers: int = 4  # MQCSAMConfig.fifo_pointers
-    prototype_pointers: int = 2  # MQCSAMConfig.prototype_pointers
-    moga: bool = False  # MQCSAMConfig.moga: the DAMI stage then also takes the gating pointer
+
+@dataclass(frozen=True)
+class MemorySplit:
+    """How DAMI's fixed memory and pointer slots divide among its banks (CroBIM-V DAMI).
+
+    Declared once, here, and read by the model config (`MQCSAMConfig.memory_split`), the model
+    (`model/dami.py`), the contract (`MQCGeometry` is a split plus the other MQC sizes) and the
+    runtime's DAMI bank. A pointer joins the bank of its frame; SAM 2 itself reads up to 16
+    recent pointers, so pointer counts are separate from slot counts.
+    """
+
+    anchor_slots: int = 1  # paper: one semantic anchor, frame 0 with its TMCC-calibrated mask
+    fifo_slots: int = 4  # short-term recent frames; with the rest, 1 + 4 + 2 = paper N_max = 7
+    prototype_slots: int = 2  # discriminative prototypes from ambiguous frames
+    anchor_pointers: int = 1  # one object pointer per memory frame by default (ours)
+    fifo_pointers: int = 4
+    prototype_pointers: int = 2
 
     def __post_init__(self) -> None:
-        counts = (self.anchor_slots, self.fifo_slots, self.prototype_slots)
-        pointers = (self.anchor_pointers, self.fifo_pointers, self.prototype_pointers)
-        if self.anchor_slots != 1 or min(counts + pointers) < 0 or self.text_tokens < 3 or self.fusion_tokens < 1:
-            raise StageContractError(
-                f"MQC geometry: expected exactly 1 anchor slot, slot and pointer counts >= 0, text_tokens >= 3 "
-                f"and fusion_tokens >= 1; got slots {counts}, pointers {pointers}, text_tokens "
-                f"{self.text_tokens}, fusion_tokens {self.fusion_tokens}"
+        if min(self.slot_counts + self.pointer_counts) < 0 or self.memory_slots < 1:
+            raise ConfigError(
+                f"memory split: slots (anchor, fifo, prototypes) {self.slot_counts} and pointers "
+                f"{self.pointer_counts} must be >= 0 with at least one slot"
             )
+
+    @property
+    def slot_counts(self) -> tuple[int, int, int]:
+        """Memory slots per bank, in `BANKS` order."""
+        return self.anchor_slots, self.fifo_slots, self.prototype_slots
+
+    @property
+    def pointer_counts(self) -> tuple[int, int, int]:
+        """Pointer slots per bank, in `BANKS` order."""
+        return self.anchor_pointers, self.fifo_pointers, self.prototype_pointers
 
     @property
     def memory_slots(self) -> int:
         """N_max: anchor + FIFO + prototype slots, in this order."""
-        return self.anchor_slots + self.fifo_slots + self.prototype_slots
+        return sum(self.slot_counts)
 
     @property
     def pointer_slots(self) -> int:
         """Pointer slots: anchor + FIFO + prototype pointers, in this order."""
-        return self.anchor_pointers + self.fifo_pointers + self.prototype_pointers
+        return sum(self.pointer_counts)
+
+    def bank_slots(self, bank: str) -> tuple[slice, slice]:
+        """Memory-slot and pointer-slot ranges of `bank` (one of `BANKS`)."""
+        index = BANKS.index(bank)
+        return _range(self.slot_counts, index), _range(self.pointer_counts, index)
+
+
+def _range(counts: tuple[int, ...], index: int) -> slice:
+    start = sum(counts[:index])
+    return slice(start, start + counts[index])
+
+
+@dataclass(frozen=True)
+class MQCGeometry(MemorySplit):
+    """Sizes of the MQC stages: the DAMI split (the inherited fields) plus the text and fusion
+    token counts; read off an `MQCSAMConfig` (model/mqc_sam.py) by the backend."""
+
+    text_tokens: int = 32  # T: MQCSAMConfig.max_text_tokens (the text encoder's fixed length)
+    fusion_tokens: int = 2  # K: MQCSAMConfig.sparse_prompt_tokens (sparse prompts out of the fusion)
+    moga: bool = False  # MQCSAMConfig.moga: the DAMI stage then also takes the gating pointer
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.anchor_slots != 1 or self.text_tokens < 3 or self.fusion_tokens < 1:
+            raise StageContractError(
+                f"MQC geometry: expected exactly 1 anchor slot (the runtime writes frame 0 there, once), "
+                f"text_tokens >= 3 and fusion_tokens >= 1; got anchor_slots {self.anchor_slots}, text_tokens "
+                f"{self.text_tokens}, fusion_tokens {self.fusion_tokens}"
+            )
 
 
 SUMMARY_ROWS = 2

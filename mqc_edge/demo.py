@@ -1,75 +1,114 @@
-"""`mqc-edge demo`: generate a satellite-like clip set, segment it, score it with J&F.
+"""`mqc-edge demo`: the product's main job on the shipped default model, end to end.
 
-Until a trained default MQC-SAM model ships (a later issue), the segmenter is a plain
-optical-flow BASELINE: the ground-truth mask of frame 0 is carried forward frame by frame with
-OpenCV's DIS flow. It needs the frame-0 mask (semi-supervised, not referring), so its numbers
-are a floor for the pipeline, not a result of the model; the demo says so in its output.
+1. generate satellite-like clips (data/synth, a test seed no training clip uses);
+2. export the default model once per user (default_model.py; verified by its manifest);
+3. run the torch-free runtime (onnxruntime) from each clip's referring texts (MQC mode) and from
+   the frame-0 boxes (SAM 2 mode), and the optical-flow BASELINE given the ground-truth mask;
+4. score all three with J&F (DAVIS protocol, referring setting);
+5. `mqc-edge run` on the first clip from its first text: masks, results.jsonl, overlay video;
+   a PNG strip of a few frames; O/report.json with J&F, J, F, FPS, ms/frame and per-stage ms.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
-from mqc_edge.atomic import write_atomically
+from mqc_edge.atomic import write_atomically, write_text_atomically
 from mqc_edge.data.dataset import RVOSDataset
 
-
-def propagate_mask_with_flow(previous_rgb: np.ndarray, rgb: np.ndarray, previous_mask: np.ndarray) -> np.ndarray:
-    """Warp `previous_mask` onto `rgb` along DIS optical flow (backward warp: for each pixel of the
-    new frame, where it was in the previous one)."""
-    flow_engine = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    flow = flow_engine.calc(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.cvtColor(previous_rgb, cv2.COLOR_RGB2GRAY), None)
-    height, width = previous_mask.shape
-    grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
-    warped = cv2.remap(previous_mask.astype(np.float32), grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR)
-    return warped >= 0.5
+DEMO_VARIANTS = ("mqc", "sam2-box", "flow-gt-mask")
+STRIP_FRAMES = 4
+TRUTH_COLOUR, MASK_COLOUR = (255, 255, 0), (255, 64, 32)
 
 
-def _save_mask(path: Path, mask: np.ndarray) -> None:
-    write_atomically(path, Image.fromarray(mask.astype(np.uint8) * 255).save)
-
-
-def predict_flow_baseline(dataset: RVOSDataset, pred_root: Path) -> int:
-    """Write P/<video>/<exp_id>/<frame>.png for every expression; returns frames segmented."""
-    segmented = 0
-    for video in dataset.videos.values():
-        for expression in video.expressions.values():
-            previous_rgb = dataset.read_frame(video.name, video.frames[0])
-            mask = dataset.object_mask(video.name, video.frames[0], expression.obj_id)
-            _save_mask(pred_root / video.name / expression.exp_id / f"{video.frames[0]}.png", mask)
-            for frame in video.frames[1:]:
-                rgb = dataset.read_frame(video.name, frame)
-                mask = propagate_mask_with_flow(previous_rgb, rgb, mask)
-                _save_mask(pred_root / video.name / expression.exp_id / f"{frame}.png", mask)
-                previous_rgb = rgb
-                segmented += 1
-    return segmented
-
-
-def run_demo(out_dir: Path, videos: int, frames: int, size: tuple[int, int], seed: int) -> dict:
-    """Generate data, run the baseline, evaluate; returns the metrics report."""
-    from mqc_edge.data.evaluate import evaluate_predictions, format_table
+def run_demo(out_dir: Path, model_dir_of, videos: int, frames: int, size: tuple[int, int], seed: int,
+             threads: int = 2) -> dict:
+    """Everything above; `model_dir_of()` returns the export directory (the CLI resolves `default`).
+    Returns the report written to O/report.json."""
+    from mqc_edge.benchmarks.accuracy_eval import AccuracyEvalConfig, format_accuracy, run_accuracy_eval
     from mqc_edge.data.synth import generate_dataset
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    dataset = generate_dataset(
-        out=out_dir / "data", videos=videos, frames=frames, size=size, seed=seed, split="test", degrade=False
-    )
-    print(f"[1/3] generated {videos} synthetic satellite videos x {frames} frames at {size[0]}x{size[1]} "
-          f"in {time.perf_counter() - started:.1f} s -> {out_dir / 'data'}")
-    started = time.perf_counter()
-    segmented = predict_flow_baseline(dataset, out_dir / "pred")
-    elapsed = time.perf_counter() - started
-    print(f"[2/3] BASELINE segmenter (frame-0 ground-truth mask carried by DIS optical flow; no trained "
-          f"MQC-SAM model ships yet): {segmented} frames in {elapsed:.1f} s ({segmented / max(elapsed, 1e-9):.1f} frames/s)")
-    report = evaluate_predictions(pred_root=out_dir / "pred", gt_root=out_dir / "data", out_dir=out_dir / "report")
-    print("[3/3] J&F (DAVIS protocol, referring setting) of the baseline:")
-    print(format_table(report))
-    print(f"report: {out_dir / 'report' / 'metrics.json'}")
+    dataset = generate_dataset(out=out_dir / "data", videos=videos, frames=frames, size=size, seed=seed, split="test")
+    print(f"[1/4] {videos} synthetic satellite clips x {frames} frames at {size[0]}x{size[1]} -> {out_dir / 'data'}")
+    model_dir = model_dir_of()
+    print(f"[2/4] default model export: {model_dir}")
+    accuracy = run_accuracy_eval(AccuracyEvalConfig(model_dir=model_dir, dataset=out_dir / "data",
+                                                    out_dir=out_dir / "eval", variants=DEMO_VARIANTS, threads=threads))
+    print("[3/4] J&F on these clips (onnxruntime CPU; flow-gt-mask is a BASELINE given the answer on frame 0):")
+    print(format_accuracy(accuracy))
+    run = _run_first_clip(dataset, model_dir, out_dir / "run", threads)
+    report = _report(accuracy, run, out_dir, time.perf_counter() - started)
+    write_text_atomically(out_dir / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
+    print(f"[4/4] `mqc-edge run` on {run['video']} from {run['text']!r}: masks {run['masks']}, overlay "
+          f"{run['overlay']}, strip {run['strip']}")
+    print(f"report: {out_dir / 'report.json'} (MQC mode J&F {report['J&F']:.3f}, {report['fps']:.1f} FPS, "
+          f"{report['ms_per_frame']:.1f} ms/frame on {threads} threads; total {report['demo_seconds']:.0f} s)")
     return report
+
+
+def _run_first_clip(dataset: RVOSDataset, model_dir: Path, out: Path, threads: int) -> dict:
+    """`mqc-edge run` (MQC mode, onnxruntime) on the first clip from its first expression, plus a strip."""
+    from mqc_edge.runtime.config import TrackerConfig
+    from mqc_edge.runtime.model_source import load_model_source
+    from mqc_edge.runtime.multi_tracker import MultiTracker
+    from mqc_edge.runtime.run import run_video
+
+    video = next(v for v in dataset.videos.values() if v.expressions)
+    expression = next(iter(video.expressions.values()))
+    source = load_model_source(model_dir, "onnxruntime", threads=threads)
+    tracker = MultiTracker(source.backend, TrackerConfig(mode="mqc"), source.tokenizer, source.text_cache)
+    frames = ((name, dataset.read_frame(video.name, name)) for name in video.frames)
+    run_video(tracker, frames, out, [{"text": expression.text}], overlay_fps=8.0)
+    strip = _write_strip(dataset, video, expression.obj_id, out)
+    return {"video": video.name, "text": expression.text, "masks": str(out / "masks"),
+            "overlay": str(out / "overlay.mp4"), "strip": str(strip), "results": str(out / "results.jsonl")}
+
+
+def _write_strip(dataset: RVOSDataset, video, obj_id: str, run_dir: Path) -> Path:
+    """A few frames side by side: the predicted mask tinted, the ground truth outlined."""
+    import cv2
+
+    picks = np.linspace(0, len(video.frames) - 1, STRIP_FRAMES).round().astype(int)
+    tiles = []
+    for index in picks:
+        name = video.frames[index]
+        rgb = dataset.read_frame(video.name, name).astype(np.float32)
+        mask = np.asarray(Image.open(run_dir / "masks" / f"{name}.png")) > 0
+        rgb[mask] = 0.5 * rgb[mask] + 0.5 * np.array(MASK_COLOUR, np.float32)
+        tile = rgb.astype(np.uint8)
+        truth = dataset.object_mask(video.name, name, obj_id).astype(np.uint8)
+        contours, _ = cv2.findContours(truth, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(tile, contours, -1, TRUTH_COLOUR, 1)
+        tiles.append(tile)
+    path = run_dir / "strip.png"
+    write_atomically(path, Image.fromarray(np.concatenate(tiles, axis=1)).save)
+    return path
+
+
+def _report(accuracy: dict, run: dict, out_dir: Path, seconds: float) -> dict:
+    """Headline = MQC mode from text; every variant's row and the run's per-stage medians beside it."""
+    mqc = accuracy["variants"]["mqc"]
+    stage_ms = _stage_medians(Path(run["results"]))
+    return {
+        "J&F": mqc["J&F"], "J": mqc["J"], "F": mqc["F"],
+        "ms_per_frame": mqc["ms_per_frame"], "fps": 1e3 / mqc["ms_per_frame"],
+        "stage_ms_median": stage_ms,
+        "variants": accuracy["variants"],
+        "run": run, "eval": str(out_dir / "eval" / "accuracy.md"), "demo_seconds": seconds,
+    }
+
+
+def _stage_medians(results_jsonl: Path) -> dict[str, float]:
+    """Median ms per stage over the frames of a run (results.jsonl `timings_ms`)."""
+    per_stage: dict[str, list[float]] = {}
+    for line in results_jsonl.read_text().splitlines():
+        for stage, ms in json.loads(line)["timings_ms"].items():
+            per_stage.setdefault(stage, []).append(ms)
+    return {stage: float(np.median(values)) for stage, values in sorted(per_stage.items())}

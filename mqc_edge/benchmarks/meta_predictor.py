@@ -17,7 +17,7 @@ from sam2.build_sam import build_sam2_video_predictor
 
 from mqc_edge.benchmarks.contestant import ContestantRun
 from mqc_edge.benchmarks.memory import resident_bytes
-from mqc_edge.model.sam2_build import SAM21_CONFIGS
+from mqc_edge.model.sam2_build import SAM21_CONFIGS, hydra_overrides
 
 
 def build_meta_predictor(checkpoint: Path, variant: str, image_size: int, device: str = "cpu"):
@@ -26,7 +26,7 @@ def build_meta_predictor(checkpoint: Path, variant: str, image_size: int, device
         warnings.simplefilter("ignore")
         return build_sam2_video_predictor(
             SAM21_CONFIGS[variant], str(checkpoint), device=device,
-            hydra_overrides_extra=[f"++model.image_size={image_size}"],
+            hydra_overrides_extra=hydra_overrides(variant, image_size),
         )
 
 

@@ -58,18 +58,23 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else np.count_nonzero(a & b) / union
 
 
-def object_prompt(dataset: RVOSDataset, video: VideoRecord, exp_id: str, mode: str) -> dict[str, object]:
-    """MQC mode reads the expression; SAM 2 mode gets the referent's tight box on frame 0."""
+PROMPT_OF_MODE = {"mqc": "text", "sam2": "box"}
+"""What parity prompts each mode with: the expression, or the referent's frame-0 box."""
+
+
+def object_prompt(dataset: RVOSDataset, video: VideoRecord, exp_id: str, kind: str) -> dict[str, object]:
+    """`kind` 'text': the expression; 'box': the referent's tight box on frame 0."""
     expression = video.expressions[exp_id]
-    if mode == "mqc":
+    if kind == "text":
         return {"text": expression.text}
     return {"box": list(box_of(dataset.object_mask(video.name, video.frames[0], expression.obj_id)))}
 
 
-def predict_video(tracker: MultiTracker, dataset: RVOSDataset, video: VideoRecord, mode: str, pred_root: Path) -> None:
+def predict_video(tracker: MultiTracker, dataset: RVOSDataset, video: VideoRecord, prompt_kind: str,
+                  pred_root: Path) -> None:
     """Every expression of `video` in one MultiTracker; masks to P/<video>/<exp_id>/<frame>.png."""
     exp_ids = list(video.expressions)
-    prompts = [object_prompt(dataset, video, exp_id, mode) for exp_id in exp_ids]
+    prompts = [object_prompt(dataset, video, exp_id, prompt_kind) for exp_id in exp_ids]
 
     def write(per_object: list[list[FrameResult]]) -> None:
         for exp_id, results in zip(exp_ids, per_object, strict=True):
@@ -83,11 +88,16 @@ def predict_video(tracker: MultiTracker, dataset: RVOSDataset, video: VideoRecor
     write(tracker.finish())
 
 
-def predict_dataset(source: ModelSource, dataset: RVOSDataset, mode: str, pred_root: Path) -> None:
+def predict_dataset(source: ModelSource, dataset: RVOSDataset, config: TrackerConfig, prompt_kind: str,
+                    pred_root: Path) -> int:
+    """Segment every expression of every video; returns the video frames segmented."""
+    frames = 0
     for video in dataset.videos.values():
         if video.expressions:
-            tracker = MultiTracker(source.backend, TrackerConfig(mode=mode), source.tokenizer, source.text_cache)
-            predict_video(tracker, dataset, video, mode, pred_root)
+            tracker = MultiTracker(source.backend, config, source.tokenizer, source.text_cache)
+            predict_video(tracker, dataset, video, prompt_kind, pred_root)
+            frames += len(video.frames)
+    return frames
 
 
 def compare_predictions(dataset: RVOSDataset, candidate: Path, reference: Path) -> list[float]:
@@ -114,7 +124,7 @@ def _mode_report(config: ParityEvalConfig, dataset: RVOSDataset, mode: str,
     scores, folders = {}, {}
     for name, source in sources.items():
         folders[name] = config.out_dir / "predictions" / mode / name
-        predict_dataset(source, dataset, mode, folders[name])
+        predict_dataset(source, dataset, TrackerConfig(mode=mode), PROMPT_OF_MODE[mode], folders[name])
         report = evaluate_predictions(folders[name], config.dataset, config.out_dir / "metrics" / mode / name,
                                       split=config.split)
         scores[name] = {key: report[key] for key in ("J&F", "J", "F")}

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mqc_edge.model.stages import masked_rope_attention
+from mqc_edge.kernels.masked_attention import masked_rope_attention
 
 
 def folds(attn: nn.Module) -> bool:
@@ -40,7 +40,7 @@ def folded_value_projection(attn: nn.Module) -> tuple[Tensor, Tensor]:
 def folded_rope_attention(
     attn: nn.Module, q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor, num_k_exclude_rope: int, rope: Callable
 ) -> Tensor:
-    """Drop-in for `model.stages.masked_rope_attention` (same arguments, same result)."""
+    """Drop-in for `kernels.masked_attention.masked_rope_attention` (same arguments, same result)."""
     if not folds(attn):
         return masked_rope_attention(attn, q, k, v, key_valid, num_k_exclude_rope, rope)
     q = attn.q_proj(q).unsqueeze(1)

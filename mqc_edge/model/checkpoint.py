@@ -44,20 +44,27 @@ class LoadReport:
         )
 
 
-def save_checkpoint(model: MQCSAM, path: Path, include_text_encoder: bool = False) -> None:
-    """Write `model` to `path` (.safetensors) atomically, config in the metadata."""
+def save_checkpoint(model: MQCSAM, path: Path, include_text_encoder: bool = False,
+                    storage_dtype: torch.dtype | None = None) -> None:
+    """Write `model` to `path` (.safetensors) atomically, config in the metadata. `storage_dtype`
+    (e.g. torch.float16 for shipping) stores floating tensors in that type; loading casts them
+    back to the model's float32."""
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"checkpoint {path}: expected a .safetensors file name, got suffix {path.suffix!r}")
     tensors = {
-        key: value.detach().contiguous()
+        key: _stored(value.detach(), storage_dtype).contiguous()
         for key, value in model.state_dict().items()
         if include_text_encoder or not key.startswith(TEXT_MODEL_PREFIX)
     }
     metadata = {"format": FORMAT, "config": model.config.to_json()}
     write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
 
 
 def load_checkpoint(path: Path, config: MQCSAMConfig | None = None) -> tuple[MQCSAM, LoadReport]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -28,73 +27,40 @@ from sam2.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
 from sam2.modeling.position_encoding import apply_rotary_enc
 from sam2.modeling.sam.transformer import RoPEAttention
 
-from mqc_edge.errors import ConfigError
+from mqc_edge.contract import BANKS, MemorySplit
 from mqc_edge.kernels.folded_readout import folded_value_projection, folds
 from mqc_edge.kernels.segmented_attention import segmented_attention
 
 if TYPE_CHECKING:
     from mqc_edge.model.moga import MoGAAdapters
 
-NUM_SEGMENTS = 3  # anchor, FIFO, prototypes
+NUM_SEGMENTS = len(BANKS)  # anchor, FIFO, prototypes
 
 
-@dataclass(frozen=True)
-class MemorySplit:
-    """How the fixed memory and pointer slots are divided among the three DAMI banks.
-
-    Slots are ordered anchor, FIFO, prototypes; so are pointer slots. A pointer joins the bank
-    of its frame; SAM 2 itself reads up to 16 recent pointers, so pointer counts are separate.
-    """
-
-    anchor: int = 1  # paper: one semantic anchor, frame 0 with its TMCC-calibrated mask
-    fifo: int = 4  # short-term recent frames; with the rest, 1 + 4 + 2 = paper N_max = 7
-    prototypes: int = 2  # discriminative prototypes from ambiguous frames
-    anchor_pointers: int = 1  # one pointer per memory frame by default (ours)
-    fifo_pointers: int = 4
-    prototype_pointers: int = 2
-
-    def __post_init__(self) -> None:
-        counts = (self.anchor, self.fifo, self.prototypes)
-        pointers = (self.anchor_pointers, self.fifo_pointers, self.prototype_pointers)
-        if min(counts + pointers) < 0 or sum(counts) < 1:
-            raise ConfigError(
-                f"memory split: slots (anchor, fifo, prototypes) {counts} and pointers {pointers} "
-                "must be >= 0 with at least one slot"
-            )
-
-    @property
-    def total(self) -> int:
-        """N_max: the fixed number of memory slots."""
-        return self.anchor + self.fifo + self.prototypes
-
-    @property
-    def total_pointers(self) -> int:
-        return self.anchor_pointers + self.fifo_pointers + self.prototype_pointers
-
-
-def _bank_order(slots: tuple[int, ...], pointers: tuple[int, ...], hw: int, pointer_tokens: int) -> torch.Tensor:
+def _bank_order(split: MemorySplit, hw: int, pointer_tokens: int) -> torch.Tensor:
     """`[Nk]` permutation from SAM 2's key order (every slot's hw tokens, then every pointer's
     tokens) to DAMI's grouping by bank (each bank's slot tokens, then its pointer tokens).
 
     Built from the static counts with aranges, not by sorting bank ids in the graph: the shapes
     are fixed, and ONNX has no stable sort for the exporter to lower `argsort(stable=True)` to.
     """
-    slot_end = [hw * sum(slots[: b + 1]) for b in range(NUM_SEGMENTS)]
-    pointer_end = [slot_end[-1] + pointer_tokens * sum(pointers[: b + 1]) for b in range(NUM_SEGMENTS)]
+    pointer_start = hw * split.memory_slots
     pieces = []
-    for bank in range(NUM_SEGMENTS):
-        pieces.append(torch.arange(slot_end[bank] - hw * slots[bank], slot_end[bank]))
-        pieces.append(torch.arange(pointer_end[bank] - pointer_tokens * pointers[bank], pointer_end[bank]))
+    for bank in BANKS:
+        slots, pointers = split.bank_slots(bank)
+        pieces.append(torch.arange(hw * slots.start, hw * slots.stop))
+        pieces.append(torch.arange(pointer_start + pointer_tokens * pointers.start,
+                                   pointer_start + pointer_tokens * pointers.stop))
     return torch.cat(pieces)
 
 
 class DAMIMemory(NamedTuple):
-    """The fixed-capacity memory one DAMI call reads (banks as `MemorySplit` orders them)."""
+    """The fixed-capacity memory one DAMI call reads (banks in `contract.BANKS` order)."""
 
     features: torch.Tensor  # [B, N_max, HW, C_mem] memory-encoder features, HW = query tokens
     pos: torch.Tensor  # [B, N_max, HW, C_mem] spatial + temporal encoding, as SAM 2 adds them
     slot_valid: torch.Tensor  # [B, N_max] bool
-    fifo_age: torch.Tensor  # [B, split.fifo] int64 recency rank, 0 = newest; selects the temporal bias
+    fifo_age: torch.Tensor  # [B, split.fifo_slots] int64 recency rank, 0 = newest; selects the temporal bias
     pointers: torch.Tensor  # [B, N_ptr, T, C_mem] object pointers split into T = C / C_mem tokens
     pointer_pos: torch.Tensor  # [B, N_ptr, T, C_mem] temporal encoding of the pointers
     pointer_valid: torch.Tensor  # [B, N_ptr] bool
@@ -122,7 +88,7 @@ class DAMIMemoryAttention(nn.Module):
         self.split = split
         self.segment_weights = nn.Parameter(torch.ones(NUM_SEGMENTS))  # w1..w3, paper init 1.0
         # one bias per FIFO recency rank, shared by a frame's memory and its pointer; paper init 0
-        self.fifo_bias = nn.Parameter(torch.zeros(max(split.fifo, split.fifo_pointers)))
+        self.fifo_bias = nn.Parameter(torch.zeros(max(split.fifo_slots, split.fifo_pointers)))
         self.rope: Callable | None = None  # None: sam2's complex RoPE; export sets kernels.rope.RealAxialRope
         # export sets True: values read on the memory's channels, projected after (kernels/folded_readout.py)
         self.fold_values = False
@@ -161,17 +127,15 @@ class DAMIMemoryAttention(nn.Module):
                 [per_slot.repeat_interleave(hw, dim=-1), per_pointer.repeat_interleave(pointer_tokens, dim=-1)], dim=-1
             )
 
-        slot_bias = self._bias(memory.fifo_age, split.anchor, split.prototypes)
+        slot_bias = self._bias(memory.fifo_age, split.anchor_slots, split.prototype_slots)
         pointer_bias = self._bias(memory.pointer_fifo_age, split.anchor_pointers, split.prototype_pointers)
-        slots = (split.anchor, split.fifo, split.prototypes)
-        pointers = (split.anchor_pointers, split.fifo_pointers, split.prototype_pointers)
-        order = _bank_order(slots, pointers, hw, pointer_tokens)
+        order = _bank_order(split, hw, pointer_tokens)
         return _Keys(
             memory=torch.cat([memory.features.flatten(1, 2), memory.pointers.flatten(1, 2)], dim=1),
             pos=torch.cat([memory.pos.flatten(1, 2), memory.pointer_pos.flatten(1, 2)], dim=1),
-            num_pointer_tokens=split.total_pointers * pointer_tokens,
+            num_pointer_tokens=split.pointer_slots * pointer_tokens,
             order=order,
-            lengths=tuple(n * hw + m * pointer_tokens for n, m in zip(slots, pointers)),
+            lengths=tuple(n * hw + m * pointer_tokens for n, m in zip(split.slot_counts, split.pointer_counts)),
             valid=per_token(memory.slot_valid, memory.pointer_valid)[:, order],
             bias=per_token(slot_bias, pointer_bias)[:, order],
         )

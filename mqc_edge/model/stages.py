@@ -5,7 +5,7 @@ Together they reproduce `SAM2Base.track_step` as Meta's `SAM2VideoPredictor` dri
 `_encode_new_memory`; sam2/sam2_video_predictor.py), but with static shapes: memory and
 object pointers arrive as fixed slots with validity masks, and an empty slot is excluded
 from attention exactly (its keys are masked out before the softmax). The exporter traces
-these very modules, so their argument order is the contract's input order.
+these very modules, so their parameters are the contract's inputs, by name and in order.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sam2.modeling.sam2_utils import get_1d_sine_pe
 from torch import Tensor, nn
 
 from mqc_edge.errors import ConfigError
+from mqc_edge.kernels.masked_attention import masked_rope_attention
 from mqc_edge.model.sam2_build import geometry_of
 
 MASK_PROMPT_SCALE, MASK_PROMPT_BIAS = 20.0, -10.0
@@ -219,21 +220,6 @@ def sam2_rope(attn: nn.Module, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
     return apply_rotary_enc(q, k, freqs_cis=freqs_cis, repeat_freqs_k=attn.rope_k_repeat)
 
 
-def masked_rope_attention(
-    attn: nn.Module, q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor, num_k_exclude_rope: int, rope: Callable
-) -> Tensor:
-    """`RoPEAttention.forward` plus a boolean key mask: a masked key gets zero softmax weight,
-    so an empty slot gives exactly the result of leaving it out."""
-    q = attn._separate_heads(attn.q_proj(q), attn.num_heads)
-    k = attn._separate_heads(attn.k_proj(k), attn.num_heads)
-    v = attn._separate_heads(attn.v_proj(v), attn.num_heads)
-    num_k_rope = k.shape[-2] - num_k_exclude_rope
-    q, k_rope = rope(attn, q, k[:, :, :num_k_rope])
-    k = torch.cat([k_rope, k[:, :, num_k_rope:]], dim=2)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_valid)
-    return attn.out_proj(attn._recombine_heads(out))
-
-
 class MaskDecoderStage(nn.Module):
     """SAM mask decoder plus SAM 2's output selection and object pointer (`_forward_sam_heads`).
 
@@ -332,15 +318,19 @@ def _pick(x: Tensor, index: Tensor) -> Tensor:
     return torch.gather(x, 1, index.reshape(-1, *[1] * (x.dim() - 1)).expand(shape))
 
 
+SAM2_STAGES: dict[str, type[nn.Module]] = {
+    "image_encoder": ImageEncoderStage,
+    "prompt_encoder": PromptEncoderStage,
+    "no_memory": NoMemoryStage,
+    "memory_attention": MemoryAttentionStage,
+    "mask_decoder": MaskDecoderStage,
+    "memory_encoder": MemoryEncoderStage,
+}
+"""Contract stage -> its module; `forward` names the stage's inputs in contract order (tested)."""
+
+
 def build_stages(model: SAM2Base) -> dict[str, nn.Module]:
     """Every contract stage of `model`, keyed by stage name."""
     check_supported(model)
-    return {
-        "image_encoder": ImageEncoderStage(model),
-        "prompt_encoder": PromptEncoderStage(model),
-        "no_memory": NoMemoryStage(model),
-        "memory_attention": MemoryAttentionStage(model),
-        "mask_decoder": MaskDecoderStage(model),
-        "memory_encoder": MemoryEncoderStage(model),
-    }
+    return {name: stage(model) for name, stage in SAM2_STAGES.items()}
 

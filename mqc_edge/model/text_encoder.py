@@ -96,8 +96,16 @@ class TextEncoder(nn.Module):
         Mean pooling follows all-MiniLM-L6-v2's own sentence pooling; pooling after the linear
         projection equals projecting the pooled hidden state, so one projection serves both.
         """
+        return self.project(self.hidden_states(input_ids, attention_mask), attention_mask)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The frozen language model's last hidden state `[B, T, hidden]` (no gradient): what
+        training caches per expression, since only the projection learns."""
         with torch.no_grad():
-            hidden = self.language_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return self.language_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def project(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> TextEmbedding:
+        """Hidden states `[B, T, hidden]` + mask `[B, T]` -> projected tokens, bool mask, pooled."""
         tokens = self.projection(hidden)
         mask = attention_mask.bool()
         return TextEmbedding(tokens, mask, masked_mean(tokens, mask))

@@ -34,11 +34,6 @@ class TrackerConfig:
             raise ConfigError(f"fill_hole_area: expected >= 0, got {self.fill_hole_area}")
         if self.robustness not in ROBUSTNESS_SCORERS:
             raise ConfigError(f"robustness: expected one of {ROBUSTNESS_SCORERS}, got {self.robustness!r}")
-        if self.mode == "mqc" and self.gates.weighting != "sigmoid":
-            raise ConfigError(
-                f"gates.weighting: the memory_encoder stage weights memory by sigmoid(logits) only, "
-                f"got {self.gates.weighting!r}"
-            )
 
     def multimask(self, num_points: int) -> bool:
         """SAM 2's `_use_multimask` (multimask_output_in_sam is on in every SAM 2.1 config)."""

@@ -1,18 +1,18 @@
-"""DAMI quality gates: which frames are written into which memory bank, and with what weights
+"""DAMI quality gates: whether a frame is written into a memory bank, and into which
 (DESIGN section 5 step 4).
 
 Memory that stores every frame also stores every drift and every confusion with a look-alike;
-these gates keep the short-term bank for frames that bring something new, the prototype bank
-for frames segmented well while the decoder was in doubt, and weight each write by the
-decoder's confidence. Torch-free and shape-agnostic: the features are the small summaries the
-stage graphs hand out (pooled [C] or low-resolution [h, w, C]); the torch pipeline and training
-call the same functions on detached values.
+these gates keep the short-term bank for frames that bring something new and the prototype bank
+for frames segmented well while the decoder was in doubt. They only decide: where a frame goes
+in a bank and what it evicts is the bank's (runtime/dami_memory.py), and the memory encoder
+stage weights a write by sigmoid(logits), as SAM 2 does. Torch-free and shape-agnostic: the
+features are the small summaries the stage graphs hand out (pooled [C] or low-resolution
+[h, w, C]); the torch pipeline and training call the same functions on detached values.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -39,9 +39,6 @@ class GateConfig:
     so the empty FIFO fills with the first distinct frames."""
     innovation_floor: float = 1e-6
     """G at or below this never registers: a repeated frame is not news, whatever the history."""
-    weighting: str = "sigmoid"
-    """Memory input weight map: 'sigmoid' (the decoder's foreground probability, SAM 2's mask
-    input) or 'certainty' (1 - normalised entropy, CroBIM-U's pixel-wise uncertainty turned round)."""
     tau_amb: float = 1.0
     """Ambiguous when the top-2 hypotheses' mean symmetric KL over their support exceeds this
     (nats): masks of two different objects at logits +-3 give 2.7, a 1 px shift of a 20 px
@@ -57,7 +54,6 @@ class GateConfig:
             "0 <= innovation_percentile <= 100": 0 <= self.innovation_percentile <= 100,
             "innovation_history >= 1": self.innovation_history >= 1,
             "innovation_warmup >= 0": self.innovation_warmup >= 0,
-            "weighting in ('certainty', 'sigmoid')": self.weighting in ("certainty", "sigmoid"),
             "tau_amb >= 0": self.tau_amb >= 0,
             "tau_score_gap >= 0": self.tau_score_gap >= 0,
             "0 <= tau_reg <= 1": 0 <= self.tau_reg <= 1,
@@ -149,7 +145,7 @@ def update_innovation_gate(
     return InnovationDecision(register=register, score=score, threshold=threshold)
 
 
-# ---------------------------------------------------------------- confidence weighting
+# ---------------------------------------------------------------- confidence
 
 
 def foreground_probability(logits: np.ndarray) -> np.ndarray:
@@ -166,13 +162,6 @@ def uncertainty_map(logits: np.ndarray) -> np.ndarray:
     probability = 0.5 * (1.0 + np.tanh(0.5 * x))
     entropy = np.logaddexp(0.0, x) - x * probability
     return np.clip(entropy / _LN2, 0.0, 1.0).astype(np.float32)
-
-
-def memory_weight_map(logits: np.ndarray, config: GateConfig = GateConfig()) -> np.ndarray:
-    """The map the memory encoder's input is weighted by (DAMI confidence weighting)."""
-    if config.weighting == "sigmoid":
-        return foreground_probability(logits)
-    return 1.0 - uncertainty_map(logits)
 
 
 # ---------------------------------------------------------------- ambiguity and prototypes
@@ -283,25 +272,3 @@ def should_register_prototype(
     """A frame joins the prototype bank when it was ambiguous and still robustly segmented:
     such frames show the target next to what it can be confused with (DAMI prototypes)."""
     return ambiguity.ambiguous and robustness > config.tau_reg
-
-
-# ---------------------------------------------------------------- eviction
-
-
-def choose_fifo_to_evict(write_frames: Sequence[int]) -> int:
-    """Short-term bank: the slot to overwrite is an empty one (-1) if any, else the oldest write."""
-    frames = np.asarray(write_frames, dtype=np.int64)
-    if frames.size == 0:
-        raise ConfigError("short-term bank: expected at least 1 slot, got 0")
-    empty = np.flatnonzero(frames < 0)
-    return int(empty[0]) if empty.size else int(np.argmin(frames))
-
-
-def choose_prototype_to_evict(scores: Sequence[float]) -> int:
-    """Prototype bank: the slot to overwrite is an empty one (NaN) if any, else the lowest
-    robustness score (the first of equals, i.e. the earliest-filled slot)."""
-    values = np.asarray(scores, dtype=np.float64)
-    if values.size == 0:
-        raise ConfigError("prototype bank: expected at least 1 slot, got 0")
-    empty = np.flatnonzero(np.isnan(values))
-    return int(empty[0]) if empty.size else int(np.argmin(values))

@@ -16,14 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mqc_edge.runtime.backend import Handle
-from mqc_edge.runtime.dami_memory import (
-    DAMIBank,
-    dami_inputs,
-    new_dami_bank,
-    register_anchor,
-    register_fifo,
-    register_prototype,
-)
+from mqc_edge.runtime.dami_memory import DAMIBank
 from mqc_edge.runtime.gates import (
     InnovationGateState,
     assess_ambiguity,
@@ -117,7 +110,7 @@ def _anchor(calls: StageCalls, state: MQCState, pending: PendingStart) -> FrameR
     decoded = pending.decoded
     binarize = calls.config.binarize_prompted_memory
     memory = calls.encode_memory(pending.features, anchor_lowres, decoded["object_score"], binarize, timings)
-    register_anchor(state.bank, calls.backend, 0, memory, decoded["obj_ptr"])
+    state.bank.register_anchor(0, memory, decoded["obj_ptr"])
     area = int((calls.read(anchor_lowres) > 0).sum())
     summary, _ = _quality(calls, pending.features, anchor_lowres, 0.0, timings)
     state.innovation = new_innovation_state(calls.config.gates, reference=summary)
@@ -191,7 +184,7 @@ def _track(calls: StageCalls, state: MQCState, frame: EncodedFrame) -> FrameResu
 
 def _decode(calls: StageCalls, state: MQCState, index: int, features: dict[str, Handle],
             timings: Timings) -> dict[str, Handle]:
-    slots = {name: calls.host(array) for name, array in dami_inputs(state.bank, index, calls.geometry).items()}
+    slots = {name: calls.host(array) for name, array in state.bank.dami_inputs(index).items()}
     if calls.geometry.mqc.moga:
         slots["gate_obj_ptr"] = state.last_obj_ptr
     conditioned = calls.run("dami_attention", timings, feat=features["feat"], memory=state.bank.memory,
@@ -217,9 +210,9 @@ def _gate_and_write(calls: StageCalls, state: MQCState, index: int, features: di
     if innovation.register or prototype:
         memory = calls.encode_memory(features, decoded["mask_lowres"], decoded["object_score"], False, timings)
         if innovation.register:
-            register_fifo(state.bank, calls.backend, index, memory, decoded["obj_ptr"])
+            state.bank.register_fifo(index, memory, decoded["obj_ptr"])
             flags.append("fifo_write")
-        if prototype and register_prototype(state.bank, calls.backend, index, memory, decoded["obj_ptr"], robustness):
+        if prototype and state.bank.register_prototype(index, memory, decoded["obj_ptr"], robustness):
             flags.append("prototype_write")
     quality = {
         "innovation": innovation.score, "innovation_threshold": innovation.threshold,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mqc_edge.runtime.backend import Handle
-from mqc_edge.runtime.memory import MemoryBank, attention_inputs, register_frame
+from mqc_edge.runtime.memory import MemoryBank
 from mqc_edge.runtime.results import FrameResult
 from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls, Timings
 
@@ -62,7 +62,7 @@ def step_sam2(calls: StageCalls, states: list[TrackerState], frame: EncodedFrame
 def _attend_memory(calls: StageCalls, states: list[TrackerState], index: int, features: dict[str, Handle],
                    timings: Timings) -> Handle:
     backend = calls.backend
-    slots = [attention_inputs(state.bank, index, calls.geometry) for state in states]
+    slots = [state.bank.attention_inputs(index) for state in states]
     return calls.run(
         "memory_attention", timings, feat=features["feat"],
         memory=backend.concat([state.bank.memory for state in states]),
@@ -89,4 +89,4 @@ def _encode_and_register(calls: StageCalls, tracked: list[tuple[TrackerState, di
         backend.concat([one["object_score"] for _, one in tracked]), False, timings,
     )
     for (state, one), new_memory in zip(tracked, backend.split(memory)):
-        register_frame(state.bank, backend, index, new_memory, one["obj_ptr"])
+        state.bank.register_frame(index, new_memory, one["obj_ptr"])

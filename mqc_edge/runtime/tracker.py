@@ -19,7 +19,7 @@ from mqc_edge.errors import BadFrameError, ConfigError, PromptError
 from mqc_edge.runtime.backend import StageBackend
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.dami_memory import new_dami_bank
-from mqc_edge.runtime.memory import new_memory_bank, register_conditioning_frame
+from mqc_edge.runtime.memory import new_memory_bank
 from mqc_edge.runtime.mqc_mode import MQCState, flush_mqc, start_mqc, step_mqc
 from mqc_edge.runtime.preprocess import check_frame
 from mqc_edge.runtime.results import FrameResult
@@ -48,15 +48,14 @@ class Tracker:
 
     def start(self, frame0: np.ndarray, text: str | None = None, box: object = None, points: object = None,
               labels: object = None, mask: object = None) -> list[FrameResult]:
-        """Segment the prompted frame (index 0) from a text (MQC mode), a box and/or points, or a mask."""
+        """Segment the prompted frame (index 0) from a text, a box and/or points, or a mask. A text needs a
+        model with MQC stages; in SAM 2 mode it starts SAM 2's memory (the ablation's 'SAM 2 memory only')."""
         check_frame(frame0, "0")
         return self.start_encoded(self.calls.encode_frame(frame0), text, box, points, labels, mask)
 
     def start_encoded(self, frame0: EncodedFrame, text: str | None = None, box: object = None, points: object = None,
                       labels: object = None, mask: object = None) -> list[FrameResult]:
         """`start` on a checked frame whose image_encoder outputs are computed (shared by several objects)."""
-        if self.config.mode == "sam2" and text is not None:
-            raise PromptError("text prompt: SAM 2 mode has no text path; use mode 'mqc' or a box, points or mask")
         frame_size = frame0.rgb.shape[:2]
         timings = dict(frame0.timings)
         features = frame0.features
@@ -70,7 +69,7 @@ class Tracker:
         memory = self.calls.encode_memory(features, mask_handle, decoded["object_score"],
                                           self.config.binarize_prompted_memory, timings)
         bank = new_memory_bank(self.backend)
-        register_conditioning_frame(bank, self.backend, 0, memory, decoded["obj_ptr"])
+        bank.register_conditioning_frame(0, memory, decoded["obj_ptr"])
         self.state = TrackerState(0, frame_size, bank, tracking_prompt)
         return [self.calls.result(0, frame_size, lowres, decoded, timings)]
 

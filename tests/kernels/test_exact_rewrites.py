@@ -8,9 +8,9 @@ import torch
 
 from mqc_edge.kernels.folded_readout import folded_rope_attention, folds
 from mqc_edge.kernels.hiera_windows import UnpaddedWindowBlock, pad_with_vector
+from mqc_edge.kernels.masked_attention import masked_rope_attention
 from mqc_edge.kernels.rope import RealAxialRope
 from mqc_edge.model.sam2_build import build_sam21
-from mqc_edge.model.stages import masked_rope_attention
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ from sam2.modeling.position_encoding import apply_rotary_enc, compute_axial_cis
 from sam2.modeling.sam.transformer import RoPEAttention
 
 from mqc_edge.errors import ConfigError
+from mqc_edge.kernels.masked_attention import masked_rope_attention
 from mqc_edge.kernels.rope import RealAxialRope, apply_rotary_real, rope_tables
-from mqc_edge.model.stages import masked_rope_attention, sam2_rope
+from mqc_edge.model.stages import sam2_rope
 
 TOLERANCE = 1e-5  # issue 12
 SIDE, HEAD_DIM = 8, 32

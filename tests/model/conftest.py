@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mqc_edge.model.dami import DAMIMemory, MemorySplit
+from mqc_edge.contract import MemorySplit
+from mqc_edge.model.dami import DAMIMemory
 
 # One intra-op thread: on a shared 2-core CI box, OpenMP spin-waiting made a 40 ms DAMI forward
 # take 1.5 s (measured); the tests check behaviour, not throughput.
@@ -42,12 +43,12 @@ def random_memory(split: MemorySplit, batch: int = 1, hw: int = 64, seed: int = 
     def normal(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator)
 
-    slots, pointers = split.total, split.total_pointers
+    slots, pointers = split.memory_slots, split.pointer_slots
     return DAMIMemory(
         features=normal(batch, slots, hw, 64),
         pos=normal(batch, slots, hw, 64),
         slot_valid=torch.ones(batch, slots, dtype=torch.bool),
-        fifo_age=torch.arange(split.fifo).expand(batch, -1).clone(),
+        fifo_age=torch.arange(split.fifo_slots).expand(batch, -1).clone(),
         pointers=normal(batch, pointers, 4, 64),
         pointer_pos=normal(batch, pointers, 4, 64),
         pointer_valid=torch.ones(batch, pointers, dtype=torch.bool),

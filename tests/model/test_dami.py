@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mqc_edge.contract import MemorySplit
 from mqc_edge.errors import ConfigError
-from mqc_edge.model.dami import DAMIMemory, DAMIMemoryAttention, MemorySplit, segmented_attention
+from mqc_edge.model.dami import DAMIMemory, DAMIMemoryAttention, segmented_attention
 
 HW = 64  # 8 x 8 query tokens (image size 128)
 
@@ -50,7 +51,9 @@ def _invalidate(memory: DAMIMemory, slots: list[int], fill: float, pointers: lis
 @torch.no_grad()
 def test_one_bank_holding_every_key_equals_sam2_memory_attention(tiny_sam, make_memory):
     # SAM 2.1's own capacity: 7 memory frames and 16 object pointers, all in one bank
-    split = MemorySplit(anchor=7, fifo=0, prototypes=0, anchor_pointers=16, fifo_pointers=0, prototype_pointers=0)
+    split = MemorySplit(
+        anchor_slots=7, fifo_slots=0, prototype_slots=0, anchor_pointers=16, fifo_pointers=0, prototype_pointers=0
+    )
     memory = make_memory(split, batch=2)
     curr, curr_pos = _queries(batch=2)
     reference = _sam2_reference(tiny_sam.memory_attention, curr, curr_pos, memory, list(range(7)), list(range(16)))
@@ -70,7 +73,9 @@ def test_fifo_bank_alone_equals_sam2_on_those_slots(tiny_sam, make_memory):
 
 @torch.no_grad()
 def test_masked_slots_equal_leaving_them_out(tiny_sam, make_memory):
-    split = MemorySplit(anchor=7, fifo=0, prototypes=0, anchor_pointers=16, fifo_pointers=0, prototype_pointers=0)
+    split = MemorySplit(
+        anchor_slots=7, fifo_slots=0, prototype_slots=0, anchor_pointers=16, fifo_pointers=0, prototype_pointers=0
+    )
     memory = _invalidate(make_memory(split), [2, 5], fill=0.0, pointers=[0, 9, 10, 15])
     curr, curr_pos = _queries()
     kept_pointers = [i for i in range(16) if i not in (0, 9, 10, 15)]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mqc_edge.contract import MemorySplit
 from mqc_edge.errors import ConfigError
-from mqc_edge.model.dami import DAMIMemoryAttention, MemorySplit
+from mqc_edge.model.dami import DAMIMemoryAttention
 from mqc_edge.model.moga import MoGAAdapters
 
 

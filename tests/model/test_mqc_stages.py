@@ -13,7 +13,6 @@ import torch
 from mqc_edge.contract import PROMPT_TOKENS
 from mqc_edge.model.torch_backend import TorchBackend
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.dami_memory import bank_slots
 from mqc_edge.runtime.text import TextTokenizer
 from mqc_edge.runtime.tmcc import TMCCConfig
 from mqc_edge.runtime.tracker import Tracker
@@ -114,7 +113,7 @@ def test_mqc_tracker_runs_from_text_with_tmcc_and_a_fixed_anchor(backend, tokeni
         assert {"dami_attention", "quality_head", "mask_decoder"} <= set(result.timings_ms)
         assert {"innovation", "ambiguity_kl", "robustness"} <= set(result.quality)
     bank = tracker.state.bank
-    anchor, _ = bank_slots(backend.geometry.mqc, "anchor")
+    anchor, _ = backend.geometry.mqc.bank_slots("anchor")
     assert bank.memory_frames[anchor].tolist() == [0]
 
 

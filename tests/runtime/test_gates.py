@@ -1,4 +1,4 @@
-"""DAMI gate mechanism tests: innovation, confidence weighting, ambiguity, robustness, eviction."""
+"""DAMI gate mechanism tests: innovation, confidence maps, ambiguity, robustness."""
 
 from __future__ import annotations
 
@@ -81,15 +81,6 @@ def test_confidence_maps_are_finite_and_ordered_for_extreme_logits() -> None:
     assert uncertainty[2] == pytest.approx(-(p * np.log2(p) + (1 - p) * np.log2(1 - p)), rel=1e-4)
 
 
-def test_memory_weight_map_follows_the_configured_weighting() -> None:
-    logits = np.array([[-8.0, 0.0, 8.0]], np.float32)
-    sigmoid = gates.memory_weight_map(logits, GateConfig(weighting="sigmoid"))
-    certainty = gates.memory_weight_map(logits, GateConfig(weighting="certainty"))
-    assert sigmoid[0, 0] < 0.01 and sigmoid[0, 2] > 0.99
-    # certainty is symmetric: a confident background pixel is as trustworthy as foreground
-    assert certainty[0, 0] == pytest.approx(certainty[0, 2]) and certainty[0, 1] == pytest.approx(0.0)
-
-
 def test_bernoulli_kl_matches_the_probability_formula() -> None:
     p_logits = np.array([-3.0, -0.5, 0.0, 1.0, 4.0])
     q_logits = np.array([2.0, 0.5, 0.0, -1.0, 3.0])
@@ -155,26 +146,9 @@ def test_prototype_registration_needs_ambiguity_and_robustness() -> None:
     assert not gates.should_register_prototype(clear, 0.9)
 
 
-def test_fifo_eviction_fills_empty_slots_then_drops_the_oldest() -> None:
-    assert gates.choose_fifo_to_evict([12, -1, 14, -1]) == 1
-    assert gates.choose_fifo_to_evict([12, 9, 14, 11]) == 1
-    with pytest.raises(ConfigError):
-        gates.choose_fifo_to_evict([])
-
-
-def test_prototype_eviction_fills_empty_slots_then_drops_the_lowest_score() -> None:
-    assert gates.choose_prototype_to_evict([0.7, np.nan, 0.2]) == 1
-    assert gates.choose_prototype_to_evict([0.7, 0.55, 0.9]) == 1
-    assert gates.choose_prototype_to_evict([0.6, 0.6, 0.8]) == 0
-    with pytest.raises(ConfigError):
-        gates.choose_prototype_to_evict([])
-
-
 def test_config_rejects_out_of_range_values() -> None:
     with pytest.raises(ConfigError, match="eta"):
         GateConfig(eta=0.0)
-    with pytest.raises(ConfigError, match="weighting"):
-        GateConfig(weighting="softmax")
 
 
 def test_imports_without_torch() -> None:

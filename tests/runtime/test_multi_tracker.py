@@ -103,8 +103,8 @@ def test_prompts_and_frames_are_checked_for_every_object(fake_backend) -> None:
         tracker.start(frame, [])
     with pytest.raises(PromptError, match=r"object 2 prompt: .* got \['bbox'\]"):
         tracker.start(frame, [{"box": [1, 2, 30, 40]}, {"bbox": [1, 2, 3, 4]}])
-    with pytest.raises(PromptError, match="SAM 2 mode has no text path"):
-        tracker.start(frame, [{"box": [1, 2, 30, 40]}, {"text": "a ship"}])
+    with pytest.raises(PromptError, match="text and box"):
+        tracker.start(frame, [{"box": [1, 2, 30, 40]}, {"text": "a ship", "box": [1, 2, 30, 40]}])
     assert not tracker.started
     tracker.start(frame, [{"box": [1, 2, 30, 40]}, {"box": [50, 50, 90, 80]}])
     with pytest.raises(BadFrameError, match=r"frame 1: expected size \(96, 128\), got \(96, 100\)"):

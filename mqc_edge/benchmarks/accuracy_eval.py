@@ -1,0 +1,105 @@
+"""How good is the model? J&F of named tracking variants on a dataset, one backend, one report.
+
+`mqc-edge eval --model M --gt D --variants ...` runs each variant over every expression of D
+with the torch-free runtime and scores it with the referring protocol (data/evaluate.py): the
+model card's tables (docs/model_card.md) and the ablation of CroBIM-V's Table II come from here.
+The flow baseline needs no model: it carries the frame-0 ground-truth mask with optical flow.
+
+```
+R/predictions/<variant>/<video>/<exp_id>/<frame>.png   0/255 masks
+R/metrics/<variant>/metrics.json                        data/evaluate.py report
+R/accuracy.json, R/accuracy.md                          one row per variant
+```
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mqc_edge.atomic import write_text_atomically
+from mqc_edge.data.dataset import RVOSDataset
+from mqc_edge.data.evaluate import evaluate_predictions
+from mqc_edge.errors import ConfigError
+from mqc_edge.runtime.config import TrackerConfig
+from mqc_edge.runtime.model_source import load_model_source
+
+METRICS = ("J&F", "J", "F", "J_recall", "F_recall", "J_decay", "F_decay")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row: how objects are prompted on frame 0 and how they are tracked."""
+
+    description: str
+    prompt: str  # "text" (the expression), "box" (the referent's frame-0 box), "gt-mask" (flow baseline)
+    tracker: TrackerConfig | None  # None: the flow baseline, no model
+
+
+VARIANTS = {
+    "mqc": Variant("MQC-SAM: text start, TMCC + DAMI (full)", "text", TrackerConfig(mode="mqc")),
+    "mqc-no-tmcc": Variant("text start, DAMI memory, no TMCC (+DAMI)", "text", TrackerConfig(mode="mqc", tmcc=None)),
+    "sam2-text": Variant("text start, SAM 2 memory only", "text", TrackerConfig(mode="sam2")),
+    "sam2-box": Variant("SAM 2 mode from the frame-0 box", "box", TrackerConfig(mode="sam2")),
+    "flow-gt-mask": Variant("baseline: frame-0 ground-truth mask carried by DIS flow", "gt-mask", None),
+}
+"""Named variants; the model card's ablation rows are sam2-text, mqc-no-tmcc and mqc."""
+
+
+@dataclass(frozen=True)
+class AccuracyEvalConfig:
+    """What to measure; the CLI builds it."""
+
+    model_dir: Path  # an `mqc-edge export` directory
+    dataset: Path
+    out_dir: Path
+    variants: tuple[str, ...]
+    backend: str = "onnxruntime"
+    split: str | None = None
+    threads: int | None = None
+
+
+def run_accuracy_eval(config: AccuracyEvalConfig) -> dict:
+    """Every variant over the dataset; writes R/accuracy.json and R/accuracy.md."""
+    unknown = sorted(set(config.variants) - set(VARIANTS))
+    if unknown:
+        raise ConfigError(f"eval variants: unknown {unknown}; known: {sorted(VARIANTS)}")
+    dataset = RVOSDataset.load(config.dataset, split=config.split)
+    needs_model = any(VARIANTS[name].tracker is not None for name in config.variants)
+    source = load_model_source(config.model_dir, config.backend, threads=config.threads) if needs_model else None
+    rows = {name: _variant_row(config, dataset, name, source) for name in config.variants}
+    report = {"model_dir": str(config.model_dir), "dataset": str(config.dataset), "backend": config.backend,
+              "videos": len(dataset.videos), "expressions": sum(len(v.expressions) for v in dataset.videos.values()),
+              "variants": rows}
+    write_text_atomically(config.out_dir / "accuracy.json", json.dumps(report, indent=1) + "\n")
+    write_text_atomically(config.out_dir / "accuracy.md", format_accuracy(report))
+    return report
+
+
+def _variant_row(config: AccuracyEvalConfig, dataset: RVOSDataset, name: str, source) -> dict:
+    from mqc_edge.benchmarks.parity_eval import predict_dataset
+    from mqc_edge.benchmarks.flow_baseline import predict_flow_baseline
+
+    variant = VARIANTS[name]
+    pred_root = config.out_dir / "predictions" / name
+    started = time.perf_counter()
+    if variant.tracker is None:
+        frames = predict_flow_baseline(dataset, pred_root)
+    else:
+        frames = predict_dataset(source, dataset, variant.tracker, variant.prompt, pred_root)
+    elapsed = time.perf_counter() - started
+    report = evaluate_predictions(pred_root, config.dataset, config.out_dir / "metrics" / name, split=config.split)
+    return {"description": variant.description, **{key: report[key] for key in METRICS},
+            "frames": frames, "ms_per_frame": 1e3 * elapsed / max(frames, 1)}
+
+
+def format_accuracy(report: dict) -> str:
+    """Markdown: one row per variant."""
+    lines = ["| variant | what | " + " | ".join(METRICS) + " | ms/frame |",
+             "|---|---|" + "---:|" * (len(METRICS) + 1)]
+    for name, row in report["variants"].items():
+        values = " | ".join(f"{row[key]:.3f}" for key in METRICS)
+        lines.append(f"| {name} | {row['description']} | {values} | {row['ms_per_frame']:.1f} |")
+    return "\n".join(lines) + "\n"

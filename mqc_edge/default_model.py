@@ -1,0 +1,88 @@
+"""The shipped default MQC-SAM: its weights inside the package, its export cached per user.
+
+`mqc-edge run/export/bench/eval` accept `default` as MODEL. The export of the shipped weights
+is made once into the cache folder and reused while it is current: its manifest verifies (every
+file re-hashed) and it was made from the very weights file installed now (SHA-256 recorded
+beside it), by this mqc-edge version. Anything else rebuilds it. Building needs the torch side
+(`export` extra); an on-board install copies a built export instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from mqc_edge.errors import CheckpointError, ManifestMismatchError, MqcEdgeError
+
+DEFAULT_MODEL = "default"
+DEFAULT_WEIGHTS = Path(__file__).parent / "model" / "weights" / "mqc_sam_default.safetensors"
+"""Shipped weights (fp16 storage, docs/model_card.md)."""
+SOURCE_RECORD = "default_source.json"
+"""Beside the cached export: which weights file (SHA-256) and mqc-edge version made it."""
+
+
+def cache_root(environ: Mapping[str, str]) -> Path:
+    """`$MQC_EDGE_CACHE`, else `$XDG_CACHE_HOME/mqc-edge`, else `~/.cache/mqc-edge` (read by the CLI)."""
+    if environ.get("MQC_EDGE_CACHE"):
+        return Path(environ["MQC_EDGE_CACHE"])
+    base = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return base / "mqc-edge"
+
+
+def resolve_model(model: str | Path | None, cache: Path, log: Callable[[str], None] = print) -> Path:
+    """MODEL as the CLI takes it: `default` or None -> the cached default export, else the path."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        return default_export(cache, log=log)
+    return Path(model)
+
+
+def default_export(cache: Path, weights: Path = DEFAULT_WEIGHTS, log: Callable[[str], None] = print) -> Path:
+    """The export directory of `weights` under `cache`, built when missing or stale."""
+    weights = Path(weights)
+    if not weights.is_file():
+        raise CheckpointError(f"default model: weights file {weights} is not installed (reinstall mqc-edge)")
+    target = Path(cache) / DEFAULT_MODEL
+    record = _source_record(weights)
+    if _is_current(target, record):
+        return target
+    log(f"exporting the default model to {target} (once per weights file; about a minute)")
+    return _build(target, weights, record)
+
+
+def _source_record(weights: Path) -> dict[str, str]:
+    from mqc_edge import __version__
+    from mqc_edge.runtime.manifest import sha256_of
+
+    return {"weights_sha256": sha256_of(weights), "mqc_edge": __version__}
+
+
+def _is_current(target: Path, record: dict[str, str]) -> bool:
+    from mqc_edge.runtime.manifest import load_manifest
+
+    path = target / SOURCE_RECORD
+    if not path.is_file():
+        return False
+    try:
+        if json.loads(path.read_text()) != record:
+            return False
+        manifest = load_manifest(target)
+    except (json.JSONDecodeError, ManifestMismatchError):
+        return False
+    return bool(manifest.content.get("parity", {}).get("passed"))
+
+
+def _build(target: Path, weights: Path, record: dict[str, str]) -> Path:
+    from mqc_edge.export import export_model
+
+    staging = target.with_name(f".{target.name}-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    manifest = export_model(checkpoint=weights, out=staging)
+    if not manifest["parity"]["passed"]:
+        raise MqcEdgeError(f"default model: its export failed parity (report in {staging / 'manifest.json'})")
+    (staging / SOURCE_RECORD).write_text(json.dumps(record, sort_keys=True) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(staging, target)
+    return target

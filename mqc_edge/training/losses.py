@@ -1,0 +1,72 @@
+"""SAM 2's training losses for one object on one frame (sam2/training/loss_fns.py
+`MultiStepMultiMasksAndIous`, defaults of its released training configs).
+
+    loss = 20 * focal(mask) + 1 * dice(mask) + 1 * L1(IoU) + 1 * BCE(object score)
+
+With several hypotheses (multimask output) only the one with the lowest focal+dice loss is
+trained on the mask, while every hypothesis's IoU prediction is trained; mask and IoU terms
+count only on frames where the object is visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+FOCAL_WEIGHT, DICE_WEIGHT, IOU_WEIGHT, CLASS_WEIGHT = 20.0, 1.0, 1.0, 1.0
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
+
+
+@dataclass(frozen=True)
+class FrameLoss:
+    """One frame's weighted loss terms (tensors with gradient)."""
+
+    focal: torch.Tensor
+    dice: torch.Tensor
+    iou: torch.Tensor
+    object_score: torch.Tensor
+
+    @property
+    def total(self) -> torch.Tensor:
+        return FOCAL_WEIGHT * self.focal + DICE_WEIGHT * self.dice + IOU_WEIGHT * self.iou + CLASS_WEIGHT * self.object_score
+
+
+def sigmoid_focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean focal loss per hypothesis: logits, target `[K, H, W]` -> `[K]` (Lin et al., 2017)."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    alpha_t = FOCAL_ALPHA * target + (1 - FOCAL_ALPHA) * (1 - target)
+    return (alpha_t * ce * (1 - p_t) ** FOCAL_GAMMA).flatten(1).mean(1)
+
+
+def dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft dice loss per hypothesis: `[K, H, W]` -> `[K]`."""
+    prob = logits.sigmoid().flatten(1)
+    target = target.flatten(1)
+    return 1 - (2 * (prob * target).sum(1) + 1) / (prob.sum(1) + target.sum(1) + 1)
+
+
+def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """IoU of each thresholded hypothesis with the target: `[K, H, W]` -> `[K]` (no gradient)."""
+    pred = (logits > 0).flatten(1)
+    truth = target.bool().flatten(1)
+    union = (pred | truth).sum(1)
+    return torch.where(union > 0, (pred & truth).sum(1) / union.clamp(min=1), torch.ones_like(union, dtype=torch.float32))
+
+
+def frame_loss(hypotheses: torch.Tensor, predicted_iou: torch.Tensor, object_score: torch.Tensor,
+               target: torch.Tensor) -> FrameLoss:
+    """hypotheses `[K, H, W]` logits at the target's resolution, predicted_iou `[K]`, object_score
+    a scalar logit, target `[H, W]` float in {0, 1}."""
+    visible = target.any()
+    targets = target.expand_as(hypotheses)
+    focal, dice_loss = sigmoid_focal(hypotheses, targets), dice(hypotheses, targets)
+    best = torch.argmin(FOCAL_WEIGHT * focal + DICE_WEIGHT * dice_loss).detach()
+    true_iou = mask_iou(hypotheses.detach(), targets)
+    iou_loss = F.l1_loss(predicted_iou, true_iou)
+    present = visible.to(hypotheses.dtype)
+    score_loss = F.binary_cross_entropy_with_logits(object_score.reshape(()), present)
+    return FrameLoss(present * focal[best], present * dice_loss[best], present * iou_loss, score_loss)

@@ -1,0 +1,270 @@
+"""`mqc-edge train`: MQC-SAM from scratch on synthetic satellite clips, resumable step for step.
+
+Each step is one clip (`training/clips.py`) through `ClipUnroller` with SAM 2's losses
+(`training/losses.py`) plus the S_robust scorer's, then AdamW with linear warm-up and cosine
+decay. Step i's clip and random state depend only on (seed, i), and the optimizer state is
+checkpointed with the weights, so N steps in two runs give the weights N steps in one give.
+
+RUN/ holds `state.pt` (weights, optimizer, history; read with `weights_only=True`),
+`model.safetensors` (the mqc-edge checkpoint every other command takes), `log.jsonl` (one line
+per step) and `training.png` (loss and validation J&F).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from mqc_edge.atomic import write_atomically
+from mqc_edge.data.metrics import boundary_f, region_similarity
+from mqc_edge.errors import CheckpointError, ConfigError
+from mqc_edge.model.checkpoint import TEXT_MODEL_PREFIX, save_checkpoint
+from mqc_edge.model.mqc_sam import MQCSAM, MQCSAMConfig
+from mqc_edge.runtime.config import TrackerConfig
+from mqc_edge.training.clips import (
+    TRAIN_SEED,
+    VALIDATION_SEED,
+    Clip,
+    ClipSampling,
+    TextFeatureCache,
+    sample_clip,
+)
+from mqc_edge.training.losses import frame_loss
+from mqc_edge.training.unroll import ClipUnroller, FrameOutput, Start
+
+STATE_FILE, MODEL_FILE, LOG_FILE, PLOT_FILE = "state.pt", "model.safetensors", "log.jsonl", "training.png"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; defaults are ours, sized for 2 CPU cores (docs/model_card.md)."""
+
+    steps: int = 6000  # clip steps; about 1.1 s each at 256 px on 2 cores
+    learning_rate: float = 1.5e-4  # AdamW peak for one clip per step (4e-4 collapsed to prompt-blind masks by step 150)
+    warmup_steps: int = 200  # linear warm-up from 0
+    final_lr_ratio: float = 0.05  # cosine decay ends at this share of the peak
+    weight_decay: float = 0.05  # on matrices only; norms, biases and embeddings are not decayed
+    grad_clip: float = 1.0  # global L2 norm
+    robustness_weight: float = 1.0  # BCE of S_robust against the chosen mask's IoU
+    seed: int = TRAIN_SEED
+    sampling: ClipSampling = field(default_factory=ClipSampling)
+    checkpoint_minutes: float = 5.0  # state.pt and model.safetensors at least this often
+    validate_every: int = 250  # steps between validation J&F measurements (0: never)
+    validation_clips: int = 6  # clips of `validation_frames` frames, text and box starts
+    validation_frames: int = 8
+    clip_pool: int = 0  # 0: a new clip every step; N: cycle over the first N clips (overfitting checks)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        """A saved config; fields added since it was written take their defaults."""
+        values = json.loads(text)
+        sampling = ClipSampling(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.pop("sampling").items()})
+        return cls(**values, sampling=sampling)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up to the peak, then cosine decay to `final_lr_ratio` of it at the last step."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
+    floor = config.final_lr_ratio
+    return config.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint carries besides the model: where the run is and what it measured."""
+
+    step: int = 0  # steps done
+    losses: list[list[float]] = field(default_factory=list)  # [step, loss] of every step
+    validation: list[dict] = field(default_factory=list)  # {"step", "text_jf", "box_jf"}
+
+
+class Trainer:
+    """Owns model, optimizer and state of one run directory."""
+
+    def __init__(self, run_dir: Path, config: TrainConfig, model_config: MQCSAMConfig, device: str = "cpu") -> None:
+        self.run_dir = Path(run_dir)
+        self.config = config
+        self.device = torch.device(device)
+        self.model = MQCSAM(model_config).to(self.device)
+        self.optimizer = _adamw(self.model, config)
+        self.unroller = ClipUnroller(self.model, TrackerConfig(mode="mqc"))
+        self.texts = TextFeatureCache(self.model.text_encoder)
+        self.state = TrainingState()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ persistence
+    @classmethod
+    def resume(cls, run_dir: Path, device: str = "cpu") -> Trainer:
+        """The run in `run_dir` as its last checkpoint left it: its own configs, weights,
+        optimizer state and history."""
+        path = Path(run_dir) / STATE_FILE
+        if not path.is_file():
+            raise CheckpointError(f"{path}: nothing to resume (no training state in {run_dir})")
+        saved = torch.load(path, map_location=device, weights_only=True)
+        config = TrainConfig.from_json(saved["config"])
+        trainer = cls(run_dir, config, MQCSAMConfig.from_json(saved["model_config"], str(path)), device)
+        trainer.model.load_state_dict(saved["model"], strict=False)
+        trainer.optimizer.load_state_dict(saved["optimizer"])
+        trainer.state = TrainingState(**json.loads(saved["state"]))
+        return trainer
+
+    def save(self) -> None:
+        """state.pt, model.safetensors and training.png, each written atomically."""
+        weights = {k: v for k, v in self.model.state_dict().items() if not k.startswith(TEXT_MODEL_PREFIX)}
+        content = {
+            "model": weights,
+            "optimizer": self.optimizer.state_dict(),
+            "state": json.dumps(dataclasses.asdict(self.state)),
+            "config": self.config.to_json(),
+            "model_config": self.model.config.to_json(),
+        }
+        write_atomically(self.run_dir / STATE_FILE, lambda tmp: torch.save(content, tmp))
+        save_checkpoint(self.model, self.run_dir / MODEL_FILE)
+        plot_training(self.state, self.run_dir / PLOT_FILE)
+
+    # ------------------------------------------------------------------ training
+    def run(self, steps: int | None = None, progress: bool = True) -> TrainingState:
+        """Train up to step `steps` (default: the config's), checkpointing on the way."""
+        target = min(steps if steps is not None else self.config.steps, self.config.steps)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        last_save = time.monotonic()
+        bar = tqdm(total=target, initial=self.state.step, desc="train", unit="clip", disable=not progress)
+        smoothed = None
+        while self.state.step < target:
+            loss = self.step()
+            smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
+            bar.update(1)
+            bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{learning_rate(self.config, self.state.step - 1):.1e}")
+            if self.config.validate_every and self.state.step % self.config.validate_every == 0:
+                self.state.validation.append({"step": self.state.step, **self.validate()})
+                bar.write(f"step {self.state.step}: validation J&F {self.state.validation[-1]}")
+            if time.monotonic() - last_save > 60 * self.config.checkpoint_minutes:
+                self.save()
+                last_save = time.monotonic()
+        bar.close()
+        self.save()
+        return self.state
+
+    def step(self) -> float:
+        """One optimisation step on clip `state.step`; returns its loss."""
+        index = self.state.step
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, index)
+        torch.manual_seed(self.config.seed * 1_000_003 + index)
+        self.model.train()
+        pool = self.config.clip_pool
+        clip = sample_clip(self.config.seed, index % pool if pool else index, self.config.sampling)
+        loss = clip_loss(self.unroller(self._images(clip), self._start(clip)), clip, self.config)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.state.step += 1
+        value = float(loss.detach())
+        self.state.losses.append([index, value])
+        with open(self.run_dir / LOG_FILE, "a") as log:
+            log.write(json.dumps({"step": index, "loss": value, "lr": self.optimizer.param_groups[0]["lr"],
+                                  "start": clip.start}) + "\n")
+        return value
+
+    def _images(self, clip: Clip) -> torch.Tensor:
+        return torch.from_numpy(clip.images).to(self.device)
+
+    def _start(self, clip: Clip, kind: str | None = None) -> Start:
+        kind = kind or clip.start
+        if kind == "text":
+            hidden, mask = self.texts(clip.text)
+            return Start("text", text_hidden=hidden.to(self.device), text_mask=mask.to(self.device))
+        return Start(kind, box=clip.box, point=clip.point)
+
+    # ------------------------------------------------------------------ validation
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Mean J&F over the validation clips from text (MQC mode) and from the box (SAM 2 mode)."""
+        self.model.eval()
+        sampling = dataclasses.replace(self.config.sampling, frames=self.config.validation_frames, degraded_share=0.0)
+        scores: dict[str, list[float]] = {"text_jf": [], "box_jf": []}
+        for index in range(self.config.validation_clips):
+            clip = sample_clip(VALIDATION_SEED, index, sampling)
+            for kind in ("text", "box"):
+                outputs = self.unroller(self._images(clip), self._start(clip, kind))
+                scores[f"{kind}_jf"].append(clip_jf(outputs, clip.masks))
+        return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+def _adamw(model: MQCSAM, config: TrainConfig) -> torch.optim.AdamW:
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    decayed = [p for name, p in trainable if p.ndim >= 2 and "pos" not in name and "embed" not in name]
+    kept = [p for name, p in trainable if not (p.ndim >= 2 and "pos" not in name and "embed" not in name)]
+    groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": kept, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.999))
+
+
+def upsampled(lowres: torch.Tensor, size: int) -> torch.Tensor:
+    """`[K, h, w]` logits -> `[K, size, size]`, bilinear as SAM 2 upsamples its masks."""
+    return F.interpolate(lowres[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+def clip_loss(outputs: list[FrameOutput], clip: Clip, config: TrainConfig) -> torch.Tensor:
+    """Mean over frames of SAM 2's frame loss, plus S_robust's BCE against the chosen mask's IoU."""
+    masks = torch.from_numpy(clip.masks.astype(np.float32)).to(outputs[0].hypotheses.device)
+    size = masks.shape[-1]
+    total = masks.new_zeros(())
+    for out, target in zip(outputs, masks):
+        total = total + frame_loss(upsampled(out.hypotheses, size), out.predicted_iou, out.object_score, target).total
+        if out.robustness is not None:
+            chosen = upsampled(out.mask_lowres[0].detach(), size)[0] > 0
+            iou = _iou(chosen, target > 0)
+            total = total + config.robustness_weight * F.binary_cross_entropy(out.robustness.reshape(()), iou)
+    return total / len(outputs)
+
+
+def _iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    union = (pred | truth).sum()
+    return ((pred & truth).sum() / union).float() if union > 0 else torch.ones((), device=pred.device)
+
+
+def clip_jf(outputs: list[FrameOutput], masks: np.ndarray) -> float:
+    """Mean over frames of (J + F) / 2 of the chosen masks (DAVIS J and F, data/metrics.py)."""
+    size = masks.shape[-1]
+    values = []
+    for out, truth in zip(outputs, masks):
+        pred = (upsampled(out.mask_lowres[0], size)[0] > 0).cpu().numpy()
+        values.append(0.5 * (region_similarity(pred, truth) + boundary_f(pred, truth)))
+    return float(np.mean(values))
+
+
+def plot_training(state: TrainingState, path: Path) -> None:
+    """Training loss (running mean over 50 steps) and validation J&F against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if state.losses:
+        steps, losses = np.array(state.losses).T
+        window = min(50, len(losses))
+        left.plot(steps[window - 1:], np.convolve(losses, np.ones(window) / window, mode="valid"))
+    left.set(xlabel="step", ylabel="loss (running mean of 50)", title="training loss")
+    for key, label in (("text_jf", "MQC mode, text start"), ("box_jf", "SAM 2 mode, box start")):
+        right.plot([v["step"] for v in state.validation], [v[key] for v in state.validation], marker="o", label=label)
+    right.set(xlabel="step", ylabel="J&F", title="validation J&F", ylim=(0, 1))
+    right.legend(loc="lower right")
+    figure.tight_layout()
+    write_atomically(path, lambda tmp: figure.savefig(tmp, format="png", dpi=90))
+    plt.close(figure)
