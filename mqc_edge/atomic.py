@@ -31,8 +31,10 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     rename it into place."""
     path = Path(path)
     tmp_path = new_temporary_beside(path)
+    mode = os.stat(tmp_path).st_mode & 0o7777
     try:
         write(tmp_path)
+        os.chmod(tmp_path, mode)  # some writers (safetensors) recreate the file 0600
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

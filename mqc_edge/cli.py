@@ -180,6 +180,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     settings = {name: getattr(args, name) for name in _TRAIN_SETTINGS if getattr(args, name) is not None}
     if args.resume:
+        if args.init is not None:
+            settings["init"] = args.init
         if settings:
             raise ConfigError(f"train --resume continues with the run's saved settings; drop {sorted(settings)}")
         trainer = Trainer.resume(args.out, device=args.device)
@@ -187,13 +189,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.out}: holds a training run already; pass --resume to continue it, or another --out")
     else:
         trainer = _new_trainer(args.out, settings, args.device)
+        if args.init is not None:
+            print(trainer.start_from(args.init), file=sys.stderr)
     state = trainer.run(steps=args.stop_at)
     print(f"trained {state.step} of {trainer.config.steps} steps; checkpoint {args.out / 'model.safetensors'}",
           file=sys.stderr)
     return 0
 
 
-_TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "checkpoint_minutes", "validate_every")
+_TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "clip_frames", "checkpoint_minutes", "validate_every")
 
 
 def _new_trainer(out: Path, settings: dict, device: str):
@@ -208,8 +212,10 @@ def _new_trainer(out: Path, settings: dict, device: str):
     })
     renamed = {"lr": "learning_rate"}
     config = TrainConfig(**{renamed.get(name, name): value for name, value in settings.items()
-                            if name not in ("variant", "image_size")})
-    config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, image_size=model_config.image_size))
+                            if name not in ("variant", "image_size", "clip_frames")})
+    sampling = dataclasses.replace(config.sampling, image_size=model_config.image_size,
+                                   frames=settings.get("clip_frames", config.sampling.frames))
+    config = dataclasses.replace(config, sampling=sampling)
     return Trainer(out, config, model_config, device=device)
 
 
@@ -341,11 +347,14 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                        help="continue the run in --out where it stopped, with its saved settings")
     train.add_argument("--steps", type=int, default=None, help="length of the schedule, in clip steps (default 6000)")
     train.add_argument("--stop-at", type=int, default=None, help="stop (checkpointed) after this step; --resume goes on")
-    train.add_argument("--lr", type=float, default=None, help="AdamW peak learning rate (default 1.5e-4)")
+    train.add_argument("--lr", type=float, default=None, help="AdamW peak learning rate (default 3e-4)")
     train.add_argument("--seed", type=int, default=None,
                        help=f"training clip stream (default {TRAIN_SEED}, disjoint from every test seed)")
     train.add_argument("--variant", default=None, help="SAM 2.1 variant (default: compact)")
     train.add_argument("--image-size", type=int, default=None, help="model side, px (default: 256)")
+    train.add_argument("--clip-frames", type=int, default=None, help="frames per training clip (default 4)")
+    train.add_argument("--init", type=Path, default=None,
+                       help="start from this checkpoint's weights (mqc-edge .safetensors, or Meta's SAM 2.1 .pt)")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     train.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core free on 2-core hosts)")
     train.add_argument("--checkpoint-minutes", type=float, default=None, help="default 5")

@@ -28,9 +28,17 @@ def test_written_files_get_0666_less_the_umask(tmp_path, umask) -> None:
     write_text_atomically(tmp_path / "a" / "report.json", "{}\n")
     write_atomically(tmp_path / "mask.png", Image.fromarray(np.zeros((4, 4), np.uint8)).save)
     write_atomically(tmp_path / "logits.npy", lambda tmp: np.save(tmp, np.zeros(3, np.float32)))
-    for path in (tmp_path / "a" / "report.json", tmp_path / "mask.png", tmp_path / "logits.npy"):
+    write_atomically(tmp_path / "weights.safetensors", _recreate_private)
+    for path in (tmp_path / "a" / "report.json", tmp_path / "mask.png", tmp_path / "logits.npy",
+                 tmp_path / "weights.safetensors"):
         assert oct(_mode(path)) == oct(0o666 & ~umask), path.name
     assert _mode(tmp_path / "a") == 0o777 & ~umask
+
+
+def _recreate_private(tmp: Path) -> None:
+    """A writer that replaces the file it is given by a 0600 one (as safetensors' save_file does)."""
+    tmp.unlink()
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600))
 
 
 def test_the_temporary_file_is_hidden_beside_the_target_with_its_suffix(tmp_path, umask) -> None:

@@ -121,6 +121,12 @@ def _absent(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor],
     return bool(wanted) and len(missing) == len(wanted)
 
 
+def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], MQCSAMConfig | None, str]:
+    """Tensors, the saved config (None if the file has none) and the source kind ("mqc-edge" or
+    "sam2-official"), without building a model: for starting training from a checkpoint."""
+    return _read(Path(path))
+
+
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], MQCSAMConfig | None, str]:
     """Tensors, the saved config (None if the file has none) and the source kind."""
     if not path.is_file():

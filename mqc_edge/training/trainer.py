@@ -49,7 +49,7 @@ class TrainConfig:
     """Optimisation settings; defaults are ours, sized for 2 CPU cores (docs/model_card.md)."""
 
     steps: int = 6000  # clip steps; about 1.1 s each at 256 px on 2 cores
-    learning_rate: float = 1.5e-4  # AdamW peak for one clip per step (4e-4 collapsed to prompt-blind masks by step 150)
+    learning_rate: float = 3e-4  # AdamW peak, one clip per step (docs/model_card.md: the runs tried)
     warmup_steps: int = 200  # linear warm-up from 0
     final_lr_ratio: float = 0.05  # cosine decay ends at this share of the peak
     weight_decay: float = 0.05  # on matrices only; norms, biases and embeddings are not decayed
@@ -62,6 +62,7 @@ class TrainConfig:
     validation_clips: int = 6  # clips of `validation_frames` frames, text and box starts
     validation_frames: int = 8
     clip_pool: int = 0  # 0: a new clip every step; N: cycle over the first N clips (overfitting checks)
+    init_from: str | None = None  # "path sha256" of the checkpoint step 0 started from (None: random init)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -107,6 +108,21 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ persistence
+    def start_from(self, checkpoint: Path) -> str:
+        """Step 0 from `checkpoint`'s weights (an mqc-edge checkpoint, or Meta's SAM 2.1 .pt for the
+        SAM 2 part); MQC parts it lacks keep their random init. Returns the load report."""
+        from mqc_edge.model.checkpoint import load_tensors_into, read_checkpoint
+        from mqc_edge.runtime.manifest import sha256_of
+
+        if self.state.step:
+            raise ConfigError(f"--init {checkpoint}: the run in {self.run_dir} has started; it cannot change its start")
+        tensors, _, source = read_checkpoint(Path(checkpoint))
+        report = load_tensors_into(self.model, {k: v.float() if v.is_floating_point() else v
+                                                for k, v in tensors.items()}, Path(checkpoint), source)
+        self.config = dataclasses.replace(self.config, init_from=f"{checkpoint} {sha256_of(Path(checkpoint))}")
+        self.optimizer = _adamw(self.model, self.config)
+        return str(report)
+
     @classmethod
     def resume(cls, run_dir: Path, device: str = "cpu") -> Trainer:
         """The run in `run_dir` as its last checkpoint left it: its own configs, weights,

@@ -105,3 +105,15 @@ def _rgb(normalised: np.ndarray) -> np.ndarray:
     from mqc_edge.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     return np.rint((normalised * IMAGENET_STD + IMAGENET_MEAN) * 255).clip(0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def test_a_run_can_start_from_a_checkpoint(tmp_path) -> None:
+    torch.manual_seed(0)
+    first = Trainer(tmp_path / "first", _config(steps=1), TINY)
+    first.run(progress=False)
+    torch.manual_seed(1)
+    second = Trainer(tmp_path / "second", _config(steps=1), TINY)
+    assert "loaded" in second.start_from(tmp_path / "first" / "model.safetensors")
+    assert second.config.init_from.startswith(str(tmp_path / "first" / "model.safetensors"))
+    mine, theirs = _weights(second), _weights(first)
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
