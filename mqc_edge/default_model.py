@@ -9,10 +9,13 @@ beside it), by this mqc-edge version. Anything else rebuilds it. Building needs 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from mqc_edge.errors import CheckpointError, ManifestMismatchError, MqcEdgeError
@@ -79,10 +82,24 @@ def _build(target: Path, weights: Path, record: dict[str, str]) -> Path:
 
     staging = target.with_name(f".{target.name}-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    manifest = export_model(checkpoint=weights, out=staging)
+    with _exporter_quiet():
+        manifest = export_model(checkpoint=weights, out=staging)
     if not manifest["parity"]["passed"]:
         raise MqcEdgeError(f"default model: its export failed parity (report in {staging / 'manifest.json'})")
     (staging / SOURCE_RECORD).write_text(json.dumps(record, sort_keys=True) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     return target
+
+
+@contextlib.contextmanager
+def _exporter_quiet() -> Iterator[None]:
+    """The exporter's own warnings and log lines (torch.export, onnxscript's optimizer) say nothing
+    a user of the default model can act on; what matters, the parity report, is checked above."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(logging.NOTSET)
