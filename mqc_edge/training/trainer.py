@@ -117,8 +117,7 @@ class Trainer:
         if self.state.step:
             raise ConfigError(f"--init {checkpoint}: the run in {self.run_dir} has started; it cannot change its start")
         tensors, _, source = read_checkpoint(Path(checkpoint))
-        report = load_tensors_into(self.model, {k: v.float() if v.is_floating_point() else v
-                                                for k, v in tensors.items()}, Path(checkpoint), source)
+        report = load_tensors_into(self.model, tensors, Path(checkpoint), source)  # fp16 files cast on copy
         self.config = dataclasses.replace(self.config, init_from=f"{checkpoint} {sha256_of(Path(checkpoint))}")
         self.optimizer = _adamw(self.model, self.config)
         return str(report)
@@ -223,9 +222,12 @@ class Trainer:
 
 
 def _adamw(model: MQCSAM, config: TrainConfig) -> torch.optim.AdamW:
-    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
-    decayed = [p for name, p in trainable if p.ndim >= 2 and "pos" not in name and "embed" not in name]
-    kept = [p for name, p in trainable if not (p.ndim >= 2 and "pos" not in name and "embed" not in name)]
+    """Weight decay on matrices only: norms, biases, embeddings and positional tables keep theirs."""
+    decayed, kept = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            matrix = parameter.ndim >= 2 and "pos" not in name and "embed" not in name
+            (decayed if matrix else kept).append(parameter)
     groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": kept, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.999))
 

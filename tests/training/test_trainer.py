@@ -30,6 +30,19 @@ def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
     return {k: v for k, v in trainer.model.state_dict().items() if "language_model" not in k}
 
 
+def _trained(run_dir, steps: int, stop_at: int | None = None) -> Trainer:
+    """A seeded run of `steps` steps, stopped after `stop_at` (default: all of them)."""
+    torch.manual_seed(0)
+    trainer = Trainer(run_dir, _config(steps=steps), TINY)
+    trainer.run(steps=stop_at, progress=False)
+    return trainer
+
+
+def _same_weights(a: Trainer, b: Trainer) -> bool:
+    mine, theirs = _weights(a), _weights(b)
+    return all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
 def test_seeded_steps_on_two_clips_lower_the_loss(tmp_path) -> None:
     torch.manual_seed(0)
     trainer = Trainer(tmp_path / "run", _config(steps=24, clip_pool=2), TINY)
@@ -39,19 +52,14 @@ def test_seeded_steps_on_two_clips_lower_the_loss(tmp_path) -> None:
 
 
 def test_resumed_run_equals_an_uninterrupted_one(tmp_path) -> None:
-    torch.manual_seed(0)
-    straight = Trainer(tmp_path / "straight", _config(steps=4), TINY)
-    straight.run(progress=False)
-    torch.manual_seed(0)
-    first = Trainer(tmp_path / "split", _config(steps=4), TINY)
-    first.run(steps=2, progress=False)
+    straight = _trained(tmp_path / "straight", 4)
+    _trained(tmp_path / "split", 4, stop_at=2)
     torch.manual_seed(123)  # a fresh process: nothing but the checkpoint carries over
     second = Trainer.resume(tmp_path / "split")
     assert second.state.step == 2
     second.run(progress=False)
     assert second.state.losses == straight.state.losses
-    mine, theirs = _weights(second), _weights(straight)
-    assert all(torch.equal(mine[k], theirs[k]) for k in mine), "weights differ after resume"
+    assert _same_weights(second, straight), "weights differ after resume"
 
 
 def test_train_cli_refuses_to_overwrite_and_resumes(tmp_path, capsys) -> None:
@@ -108,12 +116,9 @@ def _rgb(normalised: np.ndarray) -> np.ndarray:
 
 
 def test_a_run_can_start_from_a_checkpoint(tmp_path) -> None:
-    torch.manual_seed(0)
-    first = Trainer(tmp_path / "first", _config(steps=1), TINY)
-    first.run(progress=False)
+    first = _trained(tmp_path / "first", 1)
     torch.manual_seed(1)
     second = Trainer(tmp_path / "second", _config(steps=1), TINY)
     assert "loaded" in second.start_from(tmp_path / "first" / "model.safetensors")
     assert second.config.init_from.startswith(str(tmp_path / "first" / "model.safetensors"))
-    mine, theirs = _weights(second), _weights(first)
-    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert _same_weights(second, first)
