@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from mqc_edge.data.georef import GeoReference
 from mqc_edge.data.tiff import tiff_frame_count, tiff_frame_pages
 from mqc_edge.errors import BadFrameError, ConfigError
 
@@ -34,12 +35,25 @@ class FrameFormat:
     - int8: [0, 127]; negative values are black;
     - float16, float32, float64: [0, 1] (reflectance); NaN or Inf is refused;
     - bool, 32- and 64-bit integers, complex: refused by name (no agreed range: scale them first).
+
+    GeoTIFF frames read through rasterio (`data.geotiff`, the `[geo]` extra) follow the same ranges
+    and add a band choice and a percentile stretch (which replaces the ranges above).
     """
 
     max_value_16bit: int | None = None
     """White point of 16-bit integer frames (uint16 and int16), in raw units. None: the type's
     maximum (65535, 32767). 4095 or 16383 suit 12- or 14-bit sensors stored in 16-bit containers
-    (common for satellite video)."""
+    (common for satellite video): raw [0, N] -> [0, 255]. The CLI's `--white-point`."""
+
+    bands: tuple[int, ...] | None = None
+    """GeoTIFF bands shown as red, green, blue (3 numbers) or as grey (1), GDAL's 1-based numbers
+    (`--bands 4,3,2`). None: band 1 of a 1-band file, bands 1, 2, 3 of a 3- or 4-band file. Read
+    through rasterio (`data.geotiff`); without the `[geo]` extra a ConfigError."""
+
+    stretch: tuple[float, float] | None = None
+    """Low and high percentiles (0..100) of each band's valid pixels in the FIRST frame, mapped to 0 and
+    255 and kept for the whole video, so the tracker's memory sees stable brightness (`--stretch 2,98`;
+    2-98 is the usual display stretch of GIS tools). None: the white point. Read through rasterio."""
 
     check_size: bool = True
     """Reject a frame whose size differs from the first one: memory features are spatial, a
@@ -48,6 +62,19 @@ class FrameFormat:
     def __post_init__(self) -> None:
         if self.max_value_16bit is not None and self.max_value_16bit <= 0:
             raise ConfigError(f"max_value_16bit: expected a positive white point, got {self.max_value_16bit}")
+        if self.bands is not None and (len(self.bands) not in (1, 3) or min(self.bands) < 1):
+            raise ConfigError(f"bands: expected 1 (grey) or 3 (red, green, blue) band numbers from 1, got "
+                              f"{','.join(map(str, self.bands))}")
+        if self.stretch is not None and not 0 <= self.stretch[0] < self.stretch[1] <= 100:
+            raise ConfigError(f"stretch: expected percentiles 0 <= low < high <= 100, got "
+                              f"{','.join(f'{value:g}' for value in self.stretch)}")
+        if self.stretch is not None and self.max_value_16bit is not None:
+            raise ConfigError("stretch and white point both given; expected one way to scale to 8 bits")
+
+    @property
+    def needs_gdal(self) -> bool:
+        """Whether this format only rasterio (the `[geo]` extra) can serve: a band choice or a stretch."""
+        return self.bands is not None or self.stretch is not None
 
 
 @dataclass(frozen=True)
@@ -56,6 +83,8 @@ class Frame:
     """Stem of the input file, or the zero-padded index for videos, TIFF pages and arrays."""
     rgb: np.ndarray
     """uint8 [H, W, 3], RGB order."""
+    georef: GeoReference | None = None
+    """Map position of the pixels, for georeferenced sources (GeoTIFF through rasterio); else None."""
 
 
 def white_point(dtype: np.dtype, fmt: FrameFormat, where: str) -> float:
@@ -219,12 +248,17 @@ def _checked_sizes(frames: Iterator[Frame], source: str) -> Iterator[Frame]:
 
 def frame_count(source: Path | str | Iterable[np.ndarray]) -> int | None:
     """How many frames `source` holds, for a progress bar's ETA: image files in a folder, pages of
-    a TIFF, the container's count for a video (an estimate some codecs get wrong), None for arrays."""
+    a TIFF, frames of a folder of per-band files (`data.geotiff`), the container's count for a video (an
+    estimate some codecs get wrong), None for arrays."""
     if not isinstance(source, (str, Path)) or not Path(source).exists():
         return None
+    from mqc_edge.data.geotiff import band_files  # imported here: geotiff builds on this module
+
     path = Path(source)
     if path.is_dir():
-        return sum(1 for item in path.iterdir() if item.suffix.lower() in IMAGE_SUFFIXES)
+        per_band = band_files(path)
+        return len(per_band) if per_band is not None else sum(1 for item in path.iterdir()
+                                                              if item.suffix.lower() in IMAGE_SUFFIXES)
     if path.suffix.lower() in TIFF_SUFFIXES:
         return _tiff_page_count(path)
     if path.suffix.lower() not in VIDEO_SUFFIXES:
@@ -247,18 +281,25 @@ def iter_frames(source: Path | str | Iterable[np.ndarray], fmt: FrameFormat = Fr
 
     A folder's files come in natural order (`natural_key`), its names checked (`frame_files`)
     before the first frame; a video raises BadFrameError after its last good frame when it holds
-    fewer frames than its container declares; a multi-page TIFF is a video of its pages.
+    fewer frames than its container declares; a multi-page TIFF is a video of its pages. GeoTIFF
+    sources go through rasterio (`data.geotiff`, which states when) and carry `Frame.georef`.
     """
     if isinstance(source, (str, Path)):
         frames, label = _path_frames(Path(source), fmt), str(source)
+    elif fmt.needs_gdal:
+        raise ConfigError("bands and stretch apply to GeoTIFF files read through rasterio, not to arrays")
     else:
         frames, label = _array_frames(source, fmt), "frames"
     return _checked_sizes(frames, label) if fmt.check_size else frames
 
 
 def _path_frames(path: Path, fmt: FrameFormat) -> Iterator[Frame]:
+    from mqc_edge.data import geotiff  # imported here: geotiff builds on this module
+
     if not path.exists():
         raise BadFrameError(f"{path}: no such video file or frame folder")
+    if geotiff.reads_through_gdal(path, fmt):
+        return geotiff.geotiff_frames(path, fmt)
     suffix = path.suffix.lower()
     if path.is_dir():
         return _folder_frames(frame_files(path), fmt)

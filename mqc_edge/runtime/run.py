@@ -3,7 +3,8 @@
 Layout (runtime/outputs.py names the files): with one object, O/masks/, O/results.jsonl,
 O/masks_coco_rle.json (and O/logits/); with K > 1 objects the same files under O/obj<k>/, k = 1..K
 in prompt order. O/objects.json maps each object to its folder and prompt; O/overlay.mp4 (optional)
-shows every object in its own colour.
+shows every object in its own colour. Georeferenced frames add masks_geo/, track.geojson and
+track_summary.json to each object's folder (runtime/geo_outputs.py). All of it: docs/outputs.md.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ import math
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 from tqdm import tqdm
 
 from mqc_edge.atomic import write_text_atomically
+from mqc_edge.data.frames import Frame, FrameFormat
+from mqc_edge.data.georef import GeoReference
 from mqc_edge.errors import BadFrameError
 from mqc_edge.runtime.config import TrackerConfig
+from mqc_edge.runtime.geo_outputs import GeoTrackWriter
 from mqc_edge.runtime.multi_tracker import MultiTracker
 from mqc_edge.runtime.outputs import OverlayVideo, RunWriter
 from mqc_edge.runtime.prompts import check_prompts
@@ -31,25 +35,37 @@ OVERLAY_FILE = "overlay.mp4"
 
 
 class _ResultSink:
-    """Matches results to the frames they came from (names, and pixels for the overlay), writes them."""
+    """Matches results to the frames they came from (names, pixels for the overlay, georeference),
+    writes them. Georeferenced frames also get each object's geo outputs (runtime/geo_outputs.py),
+    whose writers start with the first frame and close with `stack`."""
 
-    def __init__(self, writers: list[RunWriter], overlay: OverlayVideo | None, bar: tqdm) -> None:
-        self.writers, self.overlay, self.bar = writers, overlay, bar
-        self.pending: dict[int, tuple[str, np.ndarray | None]] = {}
+    def __init__(self, writers: list[RunWriter], folders: list[Path], overlay: OverlayVideo | None, bar: tqdm,
+                 stack: ExitStack) -> None:
+        self.writers, self.folders, self.overlay, self.bar, self.stack = writers, folders, overlay, bar, stack
+        self.geo_writers: list[GeoTrackWriter] = []
+        self.pending: dict[int, tuple[str, np.ndarray | None, GeoReference | None]] = {}
         self.received_count = 0
         self.written = 0
 
-    def received(self, name: str, rgb: np.ndarray) -> None:
-        """Frames wait here until their results come (MQC start-up holds up to n_max of them)."""
-        self.pending[self.received_count] = (name, rgb if self.overlay is not None else None)
+    def received(self, name: str, rgb: np.ndarray, georef: GeoReference | None) -> None:
+        """Frames wait here until their results come (MQC start-up holds up to n_max of them).
+        Raises BadFrameError when a frame is georeferenced and the first frame was not, or the reverse."""
+        if self.received_count == 0 and georef is not None:
+            self.geo_writers = [self.stack.enter_context(GeoTrackWriter(folder, georef)) for folder in self.folders]
+        elif (georef is not None) != bool(self.geo_writers):
+            has = "has no georeference" if georef is None else "is georeferenced"
+            raise BadFrameError(f"frame {name}: {has}, unlike the video's first frame")
+        self.pending[self.received_count] = (name, rgb if self.overlay is not None else None, georef)
         self.received_count += 1
 
     def write(self, per_object: list[list[FrameResult]]) -> None:
         """Every object emits the same frames at the same call, so results are zipped by frame."""
         for results in zip(*per_object, strict=True):
-            name, rgb = self.pending.pop(results[0].frame_index)
+            name, rgb, georef = self.pending.pop(results[0].frame_index)
             for writer, result in zip(self.writers, results):
                 writer.write_frame(name, result.mask, _record(result), logits=result.logits)
+            for geo_writer, result in zip(self.geo_writers, results):
+                geo_writer.write_frame(name, result.frame_index, result.mask, _number(result.iou), georef)
             if self.overlay is not None:
                 self.overlay.write(rgb, [result.mask for result in results])
             self.written += 1
@@ -62,9 +78,21 @@ def object_folders(out_dir: Path, count: int) -> list[Path]:
     return [out_dir] if count == 1 else [out_dir / f"obj{number}" for number in range(1, count + 1)]
 
 
+FrameInput = Union[tuple[str, np.ndarray], tuple[str, np.ndarray, Optional[GeoReference]], Frame]
+"""A frame as `run_video` takes it: (name, uint8 RGB [H, W, 3]), (name, rgb, georef or None), or a `Frame`."""
+
+
+def _frame_parts(frame: FrameInput) -> tuple[str, np.ndarray, GeoReference | None]:
+    """(name, rgb, georef) of any `FrameInput`."""
+    if isinstance(frame, Frame):
+        return frame.name, frame.rgb, frame.georef
+    name, rgb, *georef = frame
+    return name, rgb, georef[0] if georef else None
+
+
 def run_video(
     tracker: MultiTracker,
-    frames: Iterable[tuple[str, np.ndarray]],
+    frames: Iterable[FrameInput],
     out_dir: Path,
     prompts: Sequence[Mapping[str, object]],
     save_logits: bool = False,
@@ -72,9 +100,13 @@ def run_video(
     total: int | None = None,
     overlay_fps: float | None = None,
 ) -> int:
-    """Prompt the first (name, RGB frame) with `prompts` (one dict of `Tracker.start` keywords per
-    object), track the rest, write each object's outputs and, with `overlay_fps`, O/overlay.mp4.
-    Prompt values are checked (`check_prompts`) before anything is written.
+    """Prompt the first frame with `prompts` (one dict of `Tracker.start` keywords per object), track
+    the rest, write each object's outputs and, with `overlay_fps`, O/overlay.mp4. Frames are
+    (name, uint8 RGB [H, W, 3]) or (name, rgb, georef) tuples or `Frame`s (`FrameInput`); when the
+    first carries a `GeoReference`, every frame must, and each object's folder also gets its
+    georeferenced outputs (runtime/geo_outputs.py: masks_geo/, track.geojson, track_summary.json;
+    needs the `[geo]` extra, else ConfigError). Prompt values are checked (`check_prompts`) before
+    anything is written.
 
     When a frame cannot be read, the frames the tracker still holds (MQC start-up) are flushed
     to disk before the error propagates, so every frame before the failure is written.
@@ -88,10 +120,10 @@ def run_video(
         writers = [stack.enter_context(RunWriter(folder, save_logits=save_logits)) for folder in folders]
         overlay = stack.enter_context(OverlayVideo(Path(out_dir) / OVERLAY_FILE, overlay_fps)) if overlay_fps else None
         bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress, file=sys.stderr))
-        sink = _ResultSink(writers, overlay, bar)
+        sink = _ResultSink(writers, folders, overlay, bar, stack)
         try:
-            for name, frame in frames:
-                sink.received(name, frame)
+            for name, frame, georef in map(_frame_parts, frames):
+                sink.received(name, frame, georef)
                 sink.write(tracker.step(frame) if tracker.started else tracker.start(frame, prompts))
         except BadFrameError:
             if tracker.started:
@@ -133,17 +165,20 @@ def run_from_checkpoint(
     save_logits: bool = False,
     threads: int | None = None,
     overlay_fps: float | None = None,
+    frame_format: FrameFormat | None = None,
 ) -> tuple[int, str]:
     """`mqc-edge run`: load the model, stream the video's frames through one Tracker per object
     (the image encoder shared), write the outputs with a progress bar. Returns frames written
-    and the model's description."""
+    and the model's description. `frame_format` (default `FrameFormat()`) says how raw pixels
+    become 8-bit RGB: white point, GeoTIFF bands and stretch."""
     from mqc_edge.data.frames import frame_count, iter_frames
     from mqc_edge.runtime.model_source import load_model_source
 
     source = load_model_source(checkpoint, backend, model_config, image_size, threads=threads)
     tracker = MultiTracker(source.backend, TrackerConfig(mode=mode), tokenizer=source.tokenizer,
                            text_cache=source.text_cache)
-    frames = ((frame.name, frame.rgb) for frame in iter_frames(video))
+    frame_format = frame_format or FrameFormat()
+    frames = iter_frames(video, frame_format)  # whole Frames: a GeoTIFF frame's georef reaches the geo outputs
     count = run_video(tracker, frames, out_dir, prompts, save_logits=save_logits, progress=True,
                       total=frame_count(video), overlay_fps=overlay_fps)
     return count, source.description

@@ -37,18 +37,28 @@ class ClipSampling:
     degraded_share: float = 0.3  # clips with noise/blur/haze/low light, for the degraded split
     start_shares: tuple[float, float, float] = (0.3, 0.5, 0.2)  # text, box, point starts: boxes teach prompting first
     box_jitter: float = 0.1  # box corners moved by up to this share of the box side (SAM 2 trains with noise)
+    max_objects: int = 3  # objects prompted on one clip (SAM 2 trains several per video): one image, different
+    # prompts, different targets, so that a model answering "the salient object" pays for it
+    min_object_pixels: int = 16  # smaller frame-0 objects are not prompted (under one low-res mask cell)
+
+
+@dataclass(frozen=True)
+class ClipObject:
+    """One prompted object of a clip."""
+
+    masks: np.ndarray  # bool [T, S, S] its ground truth
+    text: str | None  # its frame-0 referring expression (None: not referable, box/point starts only)
+    box: np.ndarray  # float32 [4] x0 y0 x1 y1 in model pixels (frame 0, jittered)
+    point: np.ndarray  # float32 [2] x y of a positive click inside the frame-0 mask
 
 
 @dataclass(frozen=True)
 class Clip:
-    """One object in a short clip, ready for the model."""
+    """A short clip and the objects prompted on it, all started the same way."""
 
     images: np.ndarray  # float32 [T, 3, S, S], ImageNet-normalised
-    masks: np.ndarray  # bool [T, S, S] ground truth of the referred object
-    text: str  # its frame-0 referring expression
-    start: str  # one of START_KINDS
-    box: np.ndarray  # float32 [4] x0 y0 x1 y1 in model pixels (frame 0, jittered)
-    point: np.ndarray  # float32 [2] x y of a positive click inside the frame-0 mask
+    start: str  # one of START_KINDS, for every object
+    objects: tuple[ClipObject, ...]  # 1..max_objects; a text clip's are referable, the first always is
 
 
 def sample_clip(seed: int, index: int, sampling: ClipSampling) -> Clip:
@@ -68,22 +78,37 @@ def _try_clip(rng: np.random.Generator, sampling: ClipSampling) -> Clip | None:
     scene = random_scene(rng, (size, size), sampling.frames, degrade)
     renderer = SceneRenderer(scene, int(rng.integers(2**31)))
     rendered = [renderer.frame(t) for t in range(sampling.frames)]
-    expressions = renderer.expressions(rendered[0][1])
-    if not expressions:
-        return None
-    expression = expressions[int(rng.integers(len(expressions)))]
-    masks = np.stack([ids == int(expression.obj_id) for _, ids in rendered])
-    if not masks[0].any():
+    ids = np.stack([frame_ids for _, frame_ids in rendered])
+    texts = _one_expression_per_object(renderer.expressions(rendered[0][1]), ids[0], sampling, rng)
+    if not texts:
         return None
     start = START_KINDS[int(rng.choice(len(START_KINDS), p=sampling.start_shares))]
-    return Clip(
-        images=np.concatenate([preprocess_frame(rgb, size) for rgb, _ in rendered]),
-        masks=masks,
-        text=expression.text,
-        start=start,
-        box=_jittered_box(masks[0], sampling.box_jitter, rng),
-        point=_positive_point(masks[0], rng),
+    chosen = list(texts) if start == "text" else _prompted_ids(ids[0], next(iter(texts)), sampling, rng)
+    objects = tuple(
+        ClipObject(ids == obj_id, texts.get(obj_id), _jittered_box(ids[0] == obj_id, sampling.box_jitter, rng),
+                   _positive_point(ids[0] == obj_id, rng))
+        for obj_id in chosen[:sampling.max_objects]
     )
+    images = np.concatenate([preprocess_frame(rgb, size) for rgb, _ in rendered])
+    return Clip(images=images, start=start, objects=objects)
+
+
+def _one_expression_per_object(expressions, ids0: np.ndarray, sampling: ClipSampling,
+                               rng: np.random.Generator) -> dict[int, str]:
+    """{object id: one of its expressions}, objects visible on frame 0 only, in random order."""
+    texts: dict[int, list[str]] = {}
+    for expression in expressions:
+        if (ids0 == int(expression.obj_id)).sum() >= sampling.min_object_pixels:
+            texts.setdefault(int(expression.obj_id), []).append(expression.text)
+    order = rng.permutation(sorted(texts))
+    return {int(obj_id): texts[int(obj_id)][int(rng.integers(len(texts[int(obj_id)])))] for obj_id in order}
+
+
+def _prompted_ids(ids0: np.ndarray, referred: int, sampling: ClipSampling, rng: np.random.Generator) -> list[int]:
+    """A referable object first, then other frame-0 objects (distractors included) in random order."""
+    counts = np.bincount(ids0.ravel())
+    others = [int(i) for i in np.nonzero(counts >= sampling.min_object_pixels)[0] if i not in (0, referred)]
+    return [referred, *(int(i) for i in rng.permutation(others))] if others else [referred]
 
 
 def _jittered_box(mask: np.ndarray, jitter: float, rng: np.random.Generator) -> np.ndarray:

@@ -1,7 +1,8 @@
 """`mqc-edge train`: MQC-SAM from scratch on synthetic satellite clips, resumable step for step.
 
-Each step is one clip (`training/clips.py`) through `ClipUnroller` with SAM 2's losses
-(`training/losses.py`) plus the S_robust scorer's, then AdamW with linear warm-up and cosine
+Each step is one clip (`training/clips.py`) with up to `max_objects` objects prompted on it, each
+through `ClipUnroller` with SAM 2's losses (`training/losses.py`) plus the S_robust scorer's,
+averaged over the objects, then AdamW with linear warm-up and cosine
 decay. Step i's clip and random state depend only on (seed, i), and the optimizer state is
 checkpointed with the weights, so N steps in two runs give the weights N steps in one give.
 
@@ -34,6 +35,7 @@ from mqc_edge.training.clips import (
     TRAIN_SEED,
     VALIDATION_SEED,
     Clip,
+    ClipObject,
     ClipSampling,
     TextFeatureCache,
     sample_clip,
@@ -63,6 +65,7 @@ class TrainConfig:
     validation_frames: int = 8
     clip_pool: int = 0  # 0: a new clip every step; N: cycle over the first N clips (overfitting checks)
     init_from: str | None = None  # "path sha256" of the checkpoint step 0 started from (None: random init)
+    reinitialized: tuple[str, ...] = ()  # parameter-name prefixes that kept their fresh init over `init_from`
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -71,6 +74,7 @@ class TrainConfig:
     def from_json(cls, text: str) -> TrainConfig:
         """A saved config; fields added since it was written take their defaults."""
         values = json.loads(text)
+        values["reinitialized"] = tuple(values.get("reinitialized", ()))
         sampling = ClipSampling(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.pop("sampling").items()})
         return cls(**values, sampling=sampling)
 
@@ -108,19 +112,28 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ persistence
-    def start_from(self, checkpoint: Path) -> str:
+    def start_from(self, checkpoint: Path, reinitialize: tuple[str, ...] = ()) -> str:
         """Step 0 from `checkpoint`'s weights (an mqc-edge checkpoint, or Meta's SAM 2.1 .pt for the
-        SAM 2 part); MQC parts it lacks keep their random init. Returns the load report."""
+        SAM 2 part); MQC parts it lacks keep their random init, and so do the parameters whose names
+        start with a prefix in `reinitialize` (a head restarted on a trained encoder). Returns the
+        load report. Raises ConfigError if the run has started or a prefix names no parameter."""
         from mqc_edge.model.checkpoint import load_tensors_into, read_checkpoint
         from mqc_edge.runtime.manifest import sha256_of
 
         if self.state.step:
             raise ConfigError(f"--init {checkpoint}: the run in {self.run_dir} has started; it cannot change its start")
+        fresh = {name: value.clone() for name, value in self.model.state_dict().items()
+                 if name.startswith(tuple(reinitialize))}
+        for prefix in reinitialize:
+            if not any(name.startswith(prefix) for name in fresh):
+                raise ConfigError(f"--reinit {prefix}: no parameter of the model starts with it")
         tensors, _, source = read_checkpoint(Path(checkpoint))
         report = load_tensors_into(self.model, tensors, Path(checkpoint), source)  # fp16 files cast on copy
-        self.config = dataclasses.replace(self.config, init_from=f"{checkpoint} {sha256_of(Path(checkpoint))}")
+        self.model.load_state_dict(fresh, strict=False)
+        self.config = dataclasses.replace(self.config, init_from=f"{checkpoint} {sha256_of(Path(checkpoint))}",
+                                          reinitialized=tuple(reinitialize))
         self.optimizer = _adamw(self.model, self.config)
-        return str(report)
+        return f"{report}; kept fresh: {', '.join(reinitialize)}" if reinitialize else str(report)
 
     @classmethod
     def resume(cls, run_dir: Path, device: str = "cpu") -> Trainer:
@@ -183,7 +196,9 @@ class Trainer:
         self.model.train()
         pool = self.config.clip_pool
         clip = sample_clip(self.config.seed, index % pool if pool else index, self.config.sampling)
-        loss = clip_loss(self.unroller(self._images(clip), self._start(clip)), clip, self.config)
+        starts = [self._start(clip.start, obj) for obj in clip.objects]
+        outputs = self.unroller.objects(self._images(clip), starts)
+        loss = torch.stack([object_loss(out, obj.masks, self.config) for out, obj in zip(outputs, clip.objects)]).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -193,31 +208,32 @@ class Trainer:
         self.state.losses.append([index, value])
         with open(self.run_dir / LOG_FILE, "a") as log:
             log.write(json.dumps({"step": index, "loss": value, "lr": self.optimizer.param_groups[0]["lr"],
-                                  "start": clip.start}) + "\n")
+                                  "start": clip.start, "objects": len(clip.objects)}) + "\n")
         return value
 
     def _images(self, clip: Clip) -> torch.Tensor:
         return torch.from_numpy(clip.images).to(self.device)
 
-    def _start(self, clip: Clip, kind: str | None = None) -> Start:
-        kind = kind or clip.start
+    def _start(self, kind: str, obj: ClipObject) -> Start:
         if kind == "text":
-            hidden, mask = self.texts(clip.text)
+            hidden, mask = self.texts(obj.text)
             return Start("text", text_hidden=hidden.to(self.device), text_mask=mask.to(self.device))
-        return Start(kind, box=clip.box, point=clip.point)
+        return Start(kind, box=obj.box, point=obj.point)
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean J&F over the validation clips from text (MQC mode) and from the box (SAM 2 mode)."""
+        """Mean J&F over the validation clips' first object from text (MQC mode) and from the box
+        (SAM 2 mode)."""
         self.model.eval()
         sampling = dataclasses.replace(self.config.sampling, frames=self.config.validation_frames, degraded_share=0.0)
         scores: dict[str, list[float]] = {"text_jf": [], "box_jf": []}
         for index in range(self.config.validation_clips):
             clip = sample_clip(VALIDATION_SEED, index, sampling)
+            referred = clip.objects[0]
             for kind in ("text", "box"):
-                outputs = self.unroller(self._images(clip), self._start(clip, kind))
-                scores[f"{kind}_jf"].append(clip_jf(outputs, clip.masks))
+                outputs = self.unroller(self._images(clip), self._start(kind, referred))
+                scores[f"{kind}_jf"].append(clip_jf(outputs, referred.masks))
         return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
@@ -237,9 +253,10 @@ def upsampled(lowres: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(lowres[None], size=(size, size), mode="bilinear", align_corners=False)[0]
 
 
-def clip_loss(outputs: list[FrameOutput], clip: Clip, config: TrainConfig) -> torch.Tensor:
-    """Mean over frames of SAM 2's frame loss, plus S_robust's BCE against the chosen mask's IoU."""
-    masks = torch.from_numpy(clip.masks.astype(np.float32)).to(outputs[0].hypotheses.device)
+def object_loss(outputs: list[FrameOutput], masks: np.ndarray, config: TrainConfig) -> torch.Tensor:
+    """One object's loss on a clip: the mean over frames of SAM 2's frame loss, plus S_robust's BCE
+    against the chosen mask's IoU. masks: bool `[T, S, S]` ground truth."""
+    masks = torch.from_numpy(masks.astype(np.float32)).to(outputs[0].hypotheses.device)
     size = masks.shape[-1]
     total = masks.new_zeros(())
     for out, target in zip(outputs, masks):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -104,13 +105,21 @@ class ClipUnroller:
 
     def __call__(self, images: Tensor, start: Start) -> list[FrameOutput]:
         """images `[T, 3, S, S]` normalised -> one `FrameOutput` per frame."""
+        return self.objects(images, [start])[0]
+
+    def objects(self, images: Tensor, starts: Sequence[Start]) -> list[list[FrameOutput]]:
+        """Several objects on one clip: the image encoder runs once, then each object's prompt and
+        memory path as the Tracker runs each object (its own bank and gate state) -> per object,
+        one `FrameOutput` per frame."""
         fpn0, fpn1, feat = self.stages["image_encoder"](images)
-        first, memory0 = self._first_frame(feat[:1], fpn0[:1], fpn1[:1], start)
-        outputs = [first]
         tracking = self._prompt(PointPrompt.empty(TRACKING_PROMPT_TOKENS), images.device)
+        return [self._object(feat, fpn0, fpn1, tracking, start) for start in starts]
+
+    def _object(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor, tracking: tuple[Tensor, Tensor],
+                start: Start) -> list[FrameOutput]:
+        first, memory0 = self._first_frame(feat[:1], fpn0[:1], fpn1[:1], start)
         track = self._track_mqc if start.mode == "mqc" else self._track_sam2
-        outputs += track(feat, fpn0, fpn1, tracking, first, memory0)
-        return outputs
+        return [first, *track(feat, fpn0, fpn1, tracking, first, memory0)]
 
     def _first_frame(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor, start: Start) -> tuple[FrameOutput, Tensor]:
         conditioned = self.stages["no_memory"](feat)

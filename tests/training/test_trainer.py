@@ -88,15 +88,16 @@ def test_training_unroll_equals_the_runtime_tracker(kind: str) -> None:
     torch.manual_seed(1)
     model = MQCSAM(TINY).eval()
     clip = sample_clip(5, 0, dataclasses.replace(SAMPLING, frames=5))
+    referred = clip.objects[0]
     config = TrackerConfig(mode="mqc" if kind == "text" else "sam2", tmcc=None, fill_hole_area=0)
-    hidden, mask = TextFeatureCache(model.text_encoder)(clip.text)
-    start = Start(kind, text_hidden=hidden, text_mask=mask, box=clip.box)
+    hidden, mask = TextFeatureCache(model.text_encoder)(referred.text)
+    start = Start(kind, text_hidden=hidden, text_mask=mask, box=referred.box)
     with torch.no_grad():
         unrolled = ClipUnroller(model, config)(torch.from_numpy(clip.images), start)
     backend = TorchBackend(model)
     tracker = Tracker(backend, config, TextTokenizer(backend.tokenizer_file, TINY.max_text_tokens))
     frames = [_rgb(image) for image in clip.images]
-    prompt = {"text": clip.text} if kind == "text" else {"box": clip.box}
+    prompt = {"text": referred.text} if kind == "text" else {"box": referred.box}
     results = tracker.start(frames[0], **prompt)
     for frame in frames[1:]:
         results += tracker.step(frame)
@@ -122,3 +123,69 @@ def test_a_run_can_start_from_a_checkpoint(tmp_path) -> None:
     assert "loaded" in second.start_from(tmp_path / "first" / "model.safetensors")
     assert second.config.init_from.startswith(str(tmp_path / "first" / "model.safetensors"))
     assert _same_weights(second, first)
+
+
+@pytest.mark.parametrize("start", ["text", "box"])
+def test_a_clip_prompts_several_distinct_objects(start: str) -> None:
+    """Each object of a clip is its own ground truth (no two share a pixel) with a box around its
+    frame-0 mask and a click inside it; text clips prompt referable objects only, box clips a
+    referable one first, then any other."""
+    shares = (1.0, 0.0, 0.0) if start == "text" else (0.0, 1.0, 0.0)
+    sampling = ClipSampling(frames=3, image_size=128, start_shares=shares, max_objects=3, box_jitter=0.0)
+    counts = []
+    for index in range(12):
+        clip = sample_clip(11, index, sampling)
+        objects = clip.objects
+        counts.append(len(objects))
+        assert clip.start == start and 1 <= len(objects) <= 3
+        assert objects[0].text is not None
+        if start == "text":
+            assert all(obj.text for obj in objects)
+        stacked = np.stack([obj.masks for obj in objects])
+        assert stacked.shape == (len(objects), 3, 128, 128)
+        assert stacked.sum(0).max() <= 1, "two objects share a pixel"
+        for obj in objects:
+            ys, xs = np.nonzero(obj.masks[0])
+            assert len(xs) >= sampling.min_object_pixels
+            np.testing.assert_array_equal(obj.box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+            assert obj.masks[0][int(obj.point[1]), int(obj.point[0])]
+    assert max(counts) > 1, f"every clip had one object: {counts}"
+
+
+def test_objects_of_one_clip_unroll_as_each_alone() -> None:
+    """`ClipUnroller.objects` shares the image encoder and nothing else: each object's frames equal
+    a single-object unroll of its own prompt, and different prompts give different logits."""
+    torch.manual_seed(2)
+    model = MQCSAM(TINY).eval()
+    sampling = dataclasses.replace(SAMPLING, start_shares=(0.0, 1.0, 0.0))
+    clip = next(c for c in (sample_clip(11, i, sampling) for i in range(20)) if len(c.objects) > 1)
+    starts = [Start("box", box=obj.box) for obj in clip.objects]
+    unroller = ClipUnroller(model)
+    images = torch.from_numpy(clip.images)
+    with torch.no_grad():
+        together = unroller.objects(images, starts)
+        alone = [unroller(images, start) for start in starts]
+    for mine, theirs in zip(together, alone):
+        for a, b in zip(mine, theirs, strict=True):
+            torch.testing.assert_close(a.mask_lowres, b.mask_lowres, rtol=0, atol=1e-5)
+            torch.testing.assert_close(a.predicted_iou, b.predicted_iou, rtol=0, atol=1e-5)
+    # the IoU head reads the prompt tokens (masks may all be the no-object fill at random init)
+    assert (together[0][0].predicted_iou - together[1][0].predicted_iou).abs().max() > 1e-4
+
+
+def test_reinit_keeps_a_fresh_head_over_the_init_checkpoint(tmp_path) -> None:
+    from mqc_edge.errors import ConfigError
+
+    first = _trained(tmp_path / "first", 1)
+    torch.manual_seed(7)
+    second = Trainer(tmp_path / "second", _config(steps=1), TINY)
+    fresh = {k: v.clone() for k, v in _weights(second).items()}
+    report = second.start_from(tmp_path / "first" / "model.safetensors", ("sam.sam_mask_decoder",))
+    assert "kept fresh: sam.sam_mask_decoder" in report
+    assert second.config.reinitialized == ("sam.sam_mask_decoder",)
+    trained, now = _weights(first), _weights(second)
+    for name, value in now.items():
+        expected = fresh[name] if name.startswith("sam.sam_mask_decoder") else trained[name]
+        assert torch.equal(value, expected), name
+    with pytest.raises(ConfigError, match="no parameter of the model starts with it"):
+        Trainer(tmp_path / "third", _config(steps=1), TINY).start_from(tmp_path / "first" / "model.safetensors", ("sam.nothing",))
