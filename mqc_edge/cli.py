@@ -109,6 +109,45 @@ def _point(text: str) -> tuple[float, float, int]:
     return point
 
 
+def _numbers(kind: type, counts: tuple[int, ...], example: str):
+    """An argparse type: comma-separated numbers of `kind`, as many as one of `counts`."""
+    expected = f"{' or '.join(map(str, counts))} comma-separated numbers like {example}"
+
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(kind(part) for part in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) not in counts:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return values
+
+    return parse
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _frame_format(args: argparse.Namespace):
+    """The `run` options on frame decoding as a FrameFormat; ConfigError (with the install hint) when
+    they need rasterio and the `[geo]` extra is missing."""
+    from mqc_edge.data.frames import FrameFormat
+
+    frame_format = FrameFormat(max_value_16bit=args.white_point, bands=args.bands, stretch=args.stretch)
+    if frame_format.needs_gdal:
+        from mqc_edge.data.geotiff import rasterio_module
+
+        rasterio_module()
+    return frame_format
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from mqc_edge.runtime.run import run_from_checkpoint
 
@@ -116,12 +155,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise PromptError("run: give at least one object: --text T, --box X0 Y0 X1 Y1 or --points X,Y,LABEL ...")
     if args.model is not None and args.checkpoint is not None:
         raise ConfigError("run: give the model once, as MODEL (export directory or checkpoint) or as --checkpoint")
+    frame_format = _frame_format(args)
     model = args.checkpoint or _model_path(args.model)
     backend = args.backend or ("onnxruntime" if (model / "manifest.json").is_file() else "torch")
     count, description = run_from_checkpoint(
         checkpoint=model, video=args.video, out_dir=args.out, prompts=args.prompts, mode=args.mode,
         backend=backend, model_config=args.model_config, image_size=args.image_size,
         save_logits=args.save_logits, threads=args.threads, overlay_fps=args.overlay_fps if args.overlay else None,
+        frame_format=frame_format,
     )
     print(f"{description}\nwrote {count} frames to {args.out}", file=sys.stderr)
     return 0
@@ -182,6 +223,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if args.init is not None:
             settings["init"] = args.init
+        if args.reinit:
+            settings["reinit"] = args.reinit
         if settings:
             raise ConfigError(f"train --resume continues with the run's saved settings; drop {sorted(settings)}")
         trainer = Trainer.resume(args.out, device=args.device)
@@ -190,14 +233,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         trainer = _new_trainer(args.out, settings, args.device)
         if args.init is not None:
-            print(trainer.start_from(args.init), file=sys.stderr)
+            print(trainer.start_from(args.init, tuple(args.reinit)), file=sys.stderr)
+        elif args.reinit:
+            raise ConfigError("train --reinit restarts parts of an --init checkpoint; give --init")
     state = trainer.run(steps=args.stop_at)
     print(f"trained {state.step} of {trainer.config.steps} steps; checkpoint {args.out / 'model.safetensors'}",
           file=sys.stderr)
     return 0
 
 
-_TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "clip_frames", "checkpoint_minutes", "validate_every")
+_TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "clip_frames", "objects", "checkpoint_minutes", "validate_every")
 
 
 def _new_trainer(out: Path, settings: dict, device: str):
@@ -212,9 +257,10 @@ def _new_trainer(out: Path, settings: dict, device: str):
     })
     renamed = {"lr": "learning_rate"}
     config = TrainConfig(**{renamed.get(name, name): value for name, value in settings.items()
-                            if name not in ("variant", "image_size", "clip_frames")})
+                            if name not in ("variant", "image_size", "clip_frames", "objects")})
     sampling = dataclasses.replace(config.sampling, image_size=model_config.image_size,
-                                   frames=settings.get("clip_frames", config.sampling.frames))
+                                   frames=settings.get("clip_frames", config.sampling.frames),
+                                   max_objects=settings.get("objects", config.sampling.max_objects))
     config = dataclasses.replace(config, sampling=sampling)
     return Trainer(out, config, model_config, device=device)
 
@@ -225,6 +271,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     run_demo(out_dir=args.out, model_dir_of=lambda: _model_path(args.model), videos=args.videos, frames=args.frames,
              size=args.size, seed=args.seed, threads=args.threads)
     return 0
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from mqc_edge.runtime.batch import REPORT_FILE, BatchSettings, import_ray, read_tasks, run_batch
+
+    import_ray()  # before the default model's export: a missing extra is one line at once
+    tasks = read_tasks(args.videos, args.split)  # every line checked before any model or Ray work
+    model = _model_path(args.model)  # `default` is exported once here, never in a task
+    backend = args.backend or ("onnxruntime" if (model / "manifest.json").is_file() else "torch")
+    settings = BatchSettings(model=model, mode=args.mode, backend=backend, threads=args.threads)
+    report = run_batch(tasks, settings, args.out, address=args.address, workers=args.workers)
+    for entry in report["tasks"]:
+        if entry["status"] == "failed":
+            print(f"failed: {entry['name']}: {entry['error']}", file=sys.stderr)
+    print(f"batch: {report['ok']} ok, {report['failed']} failed, {report['skipped']} skipped; "
+          f"report {args.out / REPORT_FILE}", file=sys.stderr)
+    return 1 if report["failed"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -289,6 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
                      default=None, help="who runs the stages; all but torch need an export directory "
                                         "(default: onnxruntime for an export directory, torch for a checkpoint)")
     run.add_argument("--video", type=Path, required=True, help="frame folder, image or video file")
+    run.add_argument("--white-point", type=_positive_int, default=None, metavar="N",
+                     help="raw value shown as white in 16-bit frames, [0, N] -> [0, 255] (4095 for 12-bit data; "
+                          "default: the type's maximum)")
+    run.add_argument("--bands", type=_numbers(int, (1, 3), "4,3,2"), default=None, metavar="R,G,B",
+                     help="GeoTIFF bands shown as red,green,blue (or one as grey), GDAL's numbers from 1; per-band "
+                          "files are named <frame>_B<n>.tif (needs the [geo] extra)")
+    run.add_argument("--stretch", type=_numbers(float, (2,), "2,98"), default=None, metavar="LOW,HIGH",
+                     help="GeoTIFF percentile stretch per band, measured once on the first frame (NoData left out) "
+                          "and kept for the video (needs the [geo] extra)")
     run.add_argument("--text", dest="prompts", action=_AppendPrompt, const="text",
                      help="referring expression (mode mqc); each --text, --box, --points is one object")
     run.add_argument("--box", dest="prompts", action=_AppendPrompt, const="box", type=float, nargs=4,
@@ -334,8 +406,31 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device-peak", type=_peak, default=None, help="GFLOPS,GBps (default: measured MatMul peak)")
     bench.set_defaults(handler=_cmd_bench)
 
+    _add_batch_parser(commands)
     _add_train_parser(commands)
     return parser
+
+
+def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
+    batch = commands.add_parser("batch", help="many videos in parallel on Ray (a local cluster, or --address): "
+                                              "a folder per video, resumable, failures listed in a report")
+    batch.add_argument("model", type=Path, metavar="MODEL",
+                       help="an `mqc-edge export` directory (torch-free workers), a checkpoint, or `default`")
+    batch.add_argument("--videos", type=Path, required=True, metavar="LIST_OR_DATASET",
+                       help="a .jsonl list, one task per line ({\"video\": V, \"text\": T} or \"box\": "
+                            "[x0, y0, x1, y1] or \"points\" + \"labels\"; optional \"name\"), or a dataset "
+                            "folder (`mqc-edge data synth`): one task per video and expression")
+    batch.add_argument("--out", type=Path, required=True,
+                       help="O/<video>[/<exp_id>] per task, O/batch_report.json; finished folders are skipped")
+    batch.add_argument("--address", default=None,
+                       help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: a local one")
+    batch.add_argument("--workers", type=int, default=None, help="tasks at a time (default: as many as CPUs allow)")
+    batch.add_argument("--threads", type=int, default=1, help="CPU threads (and Ray CPUs) of each task")
+    batch.add_argument("--mode", choices=("mqc", "sam2"), default="mqc", help="as `mqc-edge run --mode`")
+    batch.add_argument("--backend", choices=("torch", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt"),
+                       default=None, help="as `mqc-edge run --backend`")
+    batch.add_argument("--split", default=None, help="a dataset's splits/<SPLIT>.txt videos only")
+    batch.set_defaults(handler=_cmd_batch)
 
 
 def _add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -353,8 +448,13 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--variant", default=None, help="SAM 2.1 variant (default: compact)")
     train.add_argument("--image-size", type=int, default=None, help="model side, px (default: 256)")
     train.add_argument("--clip-frames", type=int, default=None, help="frames per training clip (default 4)")
+    train.add_argument("--objects", type=int, default=None,
+                       help="objects prompted per clip, each with its own memory (default 3)")
     train.add_argument("--init", type=Path, default=None,
                        help="start from this checkpoint's weights (mqc-edge .safetensors, or Meta's SAM 2.1 .pt)")
+    train.add_argument("--reinit", nargs="+", default=[], metavar="PREFIX",
+                       help="with --init: parameters whose names start with PREFIX keep their fresh init "
+                            "(e.g. sam.sam_mask_decoder to restart the decoder on a trained encoder)")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     train.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core free on 2-core hosts)")
     train.add_argument("--checkpoint-minutes", type=float, default=None, help="default 5")

@@ -8,7 +8,7 @@ import sys
 RUNTIME_MODULES = [
     "backend", "config", "dami_memory", "manifest", "memory", "model_source", "mqc_mode", "multi_tracker", "ort_backend",
     "postprocess", "preprocess", "prompts", "results", "run", "slots", "stage_calls", "text", "text_cache",
-    "tracker", "trt_backend",
+    "tracker", "trt_backend", "batch", "geo_outputs",
 ]
 
 
