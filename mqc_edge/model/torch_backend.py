@@ -1,29 +1,31 @@
 """The torch stage backend: the reference every other backend is compared with.
 
-Handles are torch tensors on `device`; every stage call checks its inputs and outputs
-against the contract, so a wrong wiring fails at the stage that caused it. It serves a plain
-SAM 2.1 network (SAM 2 mode stages) or an `MQCSAM` (SAM 2 mode and MQC stages).
+Handles are torch tensors on `device`. `TorchExecutor` runs the stages of a plain SAM 2.1 network
+(SAM 2 mode stages) or an `MQCSAM` (SAM 2 mode and MQC stages); `TorchBackend` is it under the
+contract check (runtime/backend.py `CheckedBackend`), so a wrong wiring fails at the stage that
+caused it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from sam2.modeling.sam2_base import SAM2Base
 
-from mqc_edge.contract import StageSpec, TensorSpec, stage_specs
-from mqc_edge.errors import ConfigError, StageContractError
+from mqc_edge.contract import StageSpec, TensorSpec
+from mqc_edge.errors import ConfigError
 from mqc_edge.model.mqc_sam import MQCSAM
 from mqc_edge.model.sam2_build import SAM21_CONFIG_NAMES, build_sam21, geometry_of
 from mqc_edge.model.stages import build_stages
-from mqc_edge.runtime.backend import slot_index
+from mqc_edge.runtime.backend import CheckedBackend, slot_index
 
 
-class TorchBackend:
-    """Runs the stages of one SAM2Base or MQCSAM under `torch.inference_mode`."""
+class TorchExecutor:
+    """Runs the stages of one SAM2Base or MQCSAM under `torch.inference_mode`, unchecked."""
 
     def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "") -> None:
         self.device = torch.device(device)
@@ -39,19 +41,15 @@ class TorchBackend:
             self.geometry = dataclasses.replace(self.geometry, mqc=mqc_geometry_of(model))
             self.stages.update(build_mqc_stages(model))
             self.tokenizer_file = model.text_encoder.model_path / "tokenizer.json"
-        self.specs = stage_specs(self.geometry)
         self.description = description or f"{type(model).__name__} built in memory"
 
-    def run(self, stage: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        spec = self._spec(stage)
-        spec.check_tensors(spec.inputs, _described(inputs))
+    def run_stage(self, spec: StageSpec, inputs: dict[str, torch.Tensor]) -> Sequence[torch.Tensor]:
         with torch.inference_mode():
-            outputs = self.stages[stage](*(inputs[t.name] for t in spec.inputs))
-        if isinstance(outputs, torch.Tensor):
-            outputs = (outputs,)
-        named = {t.name: out for t, out in zip(spec.outputs, outputs)}
-        spec.check_tensors(spec.outputs, _described(named))
-        return named
+            outputs = self.stages[spec.name](*(inputs[t.name] for t in spec.inputs))
+        return (outputs,) if isinstance(outputs, torch.Tensor) else outputs
+
+    def describe(self, handle: torch.Tensor) -> tuple[tuple[int, ...], str]:
+        return tuple(handle.shape), str(handle.dtype).removeprefix("torch.")
 
     def to_host(self, handle: torch.Tensor) -> np.ndarray:
         return handle.detach().cpu().numpy()
@@ -71,14 +69,15 @@ class TorchBackend:
     def split(self, handle: torch.Tensor) -> list[torch.Tensor]:
         return list(handle.split(1))
 
-    def _spec(self, stage: str) -> StageSpec:
-        if stage not in self.specs:
-            raise StageContractError(f"unknown stage {stage!r}; the contract has {sorted(self.specs)}")
-        return self.specs[stage]
 
+class TorchBackend(CheckedBackend):
+    """`TorchExecutor` under the contract check; `model` and `stages` (the stage modules the
+    exporter traces) are its."""
 
-def _described(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[tuple[int, ...], str]]:
-    return {name: (tuple(tensor.shape), str(tensor.dtype).removeprefix("torch.")) for name, tensor in tensors.items()}
+    def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "") -> None:
+        executor = TorchExecutor(model, device, description)
+        super().__init__(executor)
+        self.model, self.stages = executor.model, executor.stages
 
 
 def load(

@@ -1,20 +1,24 @@
-"""The stage backend protocol: what the Tracker needs from torch, onnxruntime or TensorRT.
+"""The stage backend: what the Tracker needs from torch, onnxruntime or TensorRT.
 
-A backend only executes contract stages (DESIGN section 3). Tensors live inside it as
-opaque handles (a torch tensor, an OrtValue, a device buffer); the Tracker moves only small
-arrays across with `to_host` / `from_host`. Backends are found by name and imported lazily,
-so importing the runtime never imports torch.
+A backend only loads, executes contract stages and moves tensors (DESIGN section 3): a
+`StageExecutor`. `CheckedBackend` puts one under the stage contract, so every backend's stage
+calls are checked in one place and a wrong wiring fails at the stage that caused it. Tensors
+live inside a backend as opaque handles (a torch tensor, an OrtValue, a device buffer); the
+Tracker moves only small arrays across with `to_host` / `from_host`. Backends are found by
+name and imported lazily, so importing the runtime never imports torch.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from mqc_edge.contract import ModelGeometry, TensorSpec
-from mqc_edge.errors import ConfigError
+from mqc_edge.contract import ModelGeometry, StageSpec, TensorSpec, stage_specs
+from mqc_edge.errors import ConfigError, StageContractError
 
 Handle = Any
 """A backend-owned tensor; only its backend can read it."""
@@ -26,18 +30,11 @@ BACKEND_MODULES = {
     "onnxruntime-trt": "mqc_edge.runtime.ort_backend:load_tensorrt",
     "tensorrt": "mqc_edge.runtime.trt_backend",
 }
-"""Backend name -> "module" with a `load(**options) -> StageBackend` function, or "module:function"."""
+"""Backend name -> "module" with a `load(**options) -> CheckedBackend` function, or "module:function"."""
 
 
-class StageBackend(Protocol):
-    """Executes stages on handles. Calls are synchronous: a handle returned by `run` is
-    ready when `to_host` reads it."""
-
-    geometry: ModelGeometry
-
-    def run(self, stage: str, inputs: dict[str, Handle]) -> dict[str, Handle]:
-        """Run one contract stage; inputs and outputs are keyed by contract tensor names."""
-        ...
+class TensorMover(Protocol):
+    """Moves handles; calls are synchronous: a handle a stage returned is ready when `to_host` reads it."""
 
     def to_host(self, handle: Handle) -> np.ndarray: ...
 
@@ -61,14 +58,65 @@ class StageBackend(Protocol):
         ...
 
 
+class StageBackend(TensorMover, Protocol):
+    """What the Tracker calls: contract stages on handles, keyed by contract tensor names."""
+
+    geometry: ModelGeometry
+
+    def run(self, stage: str, inputs: dict[str, Handle]) -> dict[str, Handle]: ...
+
+
+class StageExecutor(TensorMover, Protocol):
+    """What a backend implements: loaded stages that run and tensors that move, no contract checks."""
+
+    geometry: ModelGeometry
+    description: str  # one line for the user: what runs, on what
+    tokenizer_file: Path | None  # tokenizer.json of the text model; None without MQC parts
+
+    def run_stage(self, spec: StageSpec, inputs: dict[str, Handle]) -> Sequence[Handle]:
+        """Run `spec`'s stage on inputs that fit it; outputs in `spec.outputs` order."""
+        ...
+
+    def describe(self, handle: Handle) -> tuple[tuple[int, ...], str]:
+        """(shape, numpy dtype name) of a handle, what the contract checks."""
+        ...
+
+
+class CheckedBackend:
+    """A StageBackend: an executor's stage calls checked against the contract, inputs and outputs
+    (the stage, every tensor's shape and dtype, one size per symbolic dim); moving tensors goes
+    straight to the executor."""
+
+    def __init__(self, executor: StageExecutor) -> None:
+        self.executor = executor
+        self.geometry = executor.geometry
+        self.description = executor.description
+        self.tokenizer_file = executor.tokenizer_file
+        self.specs = stage_specs(self.geometry)
+        self.to_host, self.from_host, self.zeros = executor.to_host, executor.from_host, executor.zeros
+        self.write_slot, self.concat, self.split = executor.write_slot, executor.concat, executor.split
+
+    def run(self, stage: str, inputs: dict[str, Handle]) -> dict[str, Handle]:
+        if stage not in self.specs:
+            raise StageContractError(f"unknown stage {stage!r}; the contract has {sorted(self.specs)}")
+        spec = self.specs[stage]
+        self._check(spec, spec.inputs, inputs)
+        outputs = dict(zip((t.name for t in spec.outputs), self.executor.run_stage(spec, inputs)))
+        self._check(spec, spec.outputs, outputs)
+        return outputs
+
+    def _check(self, spec: StageSpec, tensors: tuple[TensorSpec, ...], handles: dict[str, Handle]) -> None:
+        spec.check_tensors(tensors, {name: self.executor.describe(handle) for name, handle in handles.items()})
+
+
 def slot_index(buffer_ndim: int, value_ndim: int, index: int) -> tuple[int, ...]:
     """`write_slot`'s index into a buffer of slots shaped like value[0]: zeros for the buffer's
     extra leading axes (a SAM 2 bank's batch of one), then the slot."""
     return (0,) * (buffer_ndim - value_ndim) + (index,)
 
 
-def load_backend(name: str, **options: Any) -> StageBackend:
-    """Import the backend module named `name` and build a backend from `options`."""
+def load_backend(name: str, **options: Any) -> CheckedBackend:
+    """Import the backend module named `name` and build its checked backend from `options`."""
     if name not in BACKEND_MODULES:
         raise ConfigError(f"backend: expected one of {sorted(BACKEND_MODULES)}, got {name!r}")
     module, _, function = BACKEND_MODULES[name].partition(":")

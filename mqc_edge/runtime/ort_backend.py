@@ -1,10 +1,11 @@
 """The onnxruntime stage backend: one InferenceSession per exported stage, torch-free.
 
-On the CPU provider handles are numpy arrays and a stage call is `session.run`. On the CUDA
-and TensorRT execution providers (onnxruntime-gpu) handles are device `OrtValue`s bound with
-IO binding, so features and memory stay on the GPU between stages. Loading verifies the
-manifest (hashes, contract signatures, onnxruntime release) first: a graph that is not the
-one whose parity was proven is never run.
+Two ways to run, chosen once at load by device: on the CPU provider handles are numpy arrays
+and a stage call is `session.run` (`OrtCpu`); on the CUDA and TensorRT execution providers
+(onnxruntime-gpu) handles are device `OrtValue`s bound with IO binding, so features and memory
+stay on the GPU between stages (`OrtIoBinding`). Loading verifies the manifest (hashes, contract
+signatures, onnxruntime release) first: a graph that is not the one whose parity was proven is
+never run.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 
 from mqc_edge.contract import StageSpec, TensorSpec, stage_specs
-from mqc_edge.errors import ConfigError, StageContractError
-from mqc_edge.runtime.backend import Handle, slot_index
+from mqc_edge.errors import ConfigError
+from mqc_edge.runtime.backend import CheckedBackend, Handle, slot_index
 from mqc_edge.runtime.manifest import load_manifest
 
 CPU = "CPUExecutionProvider"
@@ -29,10 +30,10 @@ PROVIDERS = {
 """Provider chains by device kind; later entries run the nodes an earlier one cannot."""
 
 
-class OrtBackend:
-    """Runs the stages of one export directory with onnxruntime."""
+class OrtExecutor:
+    """The sessions of one export directory; a subclass says how stages run and tensors move."""
 
-    def __init__(self, export_dir: Path, device: str = "cpu", threads: int = 0, check_versions: bool = True) -> None:
+    def __init__(self, export_dir: Path, device: str, threads: int, check_versions: bool) -> None:
         if device not in PROVIDERS:
             raise ConfigError(f"onnxruntime device: expected one of {sorted(PROVIDERS)}, got {device!r}")
         if threads < 0:
@@ -46,62 +47,17 @@ class OrtBackend:
         self.manifest = load_manifest(export_dir)
         if check_versions:
             self.manifest.require_version("onnxruntime", ort.__version__)
-        self.device = device
         self.geometry = self.manifest.geometry
-        self.specs = stage_specs(self.geometry)
         self.tokenizer_file = self.manifest.file("tokenizer")
         options = _session_options(threads)
         self.sessions = {
             name: ort.InferenceSession(str(self.manifest.stage_file(name)), options, providers=list(PROVIDERS[device]))
-            for name in self.specs
+            for name in stage_specs(self.geometry)
         }
         self.description = f"onnxruntime {ort.__version__} ({device}) on {Path(export_dir)}"
 
-    def run(self, stage: str, inputs: dict[str, Handle]) -> dict[str, Handle]:
-        spec = self._spec(stage)
-        spec.check_tensors(spec.inputs, _described(inputs))
-        names = [t.name for t in spec.outputs]
-        if self.device == "cpu":
-            outputs = self.sessions[stage].run(names, {t.name: inputs[t.name] for t in spec.inputs})
-        else:
-            outputs = self._run_bound(stage, spec, inputs)
-        named = dict(zip(names, outputs))
-        spec.check_tensors(spec.outputs, _described(named))
-        return named
-
-    def _run_bound(self, stage: str, spec: StageSpec, inputs: dict[str, Handle]) -> list[Handle]:
-        """IO binding: device OrtValues in, outputs allocated on the device by onnxruntime."""
-        session = self.sessions[stage]
-        binding = session.io_binding()
-        for tensor in spec.inputs:
-            binding.bind_ortvalue_input(tensor.name, inputs[tensor.name])
-        for tensor in spec.outputs:
-            binding.bind_output(tensor.name, "cuda", 0)
-        session.run_with_iobinding(binding)
-        return binding.get_outputs()
-
-    def to_host(self, handle: Handle) -> np.ndarray:
-        return handle if isinstance(handle, np.ndarray) else handle.numpy()
-
-    def from_host(self, array: np.ndarray) -> Handle:
-        array = np.ascontiguousarray(array)
-        if self.device == "cpu":
-            return array
-        return ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
-
     def zeros(self, spec: TensorSpec) -> Handle:
         return self.from_host(np.zeros(spec.shape, np.dtype(spec.dtype)))
-
-    def write_slot(self, buffer: Handle, index: int, value: Handle) -> None:
-        """CPU: in place. Device: onnxruntime's Python API cannot copy into part of an OrtValue,
-        so the buffer makes a host round trip (the TensorRT backend copies on the device)."""
-        value = self.to_host(value)
-        if isinstance(buffer, np.ndarray):
-            buffer[slot_index(buffer.ndim, value.ndim, index)] = value[0]
-            return
-        host = buffer.numpy()
-        host[slot_index(host.ndim, value.ndim, index)] = value[0]
-        buffer.update_inplace(host)
 
     def concat(self, handles: list[Handle]) -> Handle:
         """CPU: numpy. Device: a host round trip, as `write_slot` (onnxruntime's Python API has
@@ -110,15 +66,79 @@ class OrtBackend:
             return handles[0]
         return self.from_host(np.concatenate([self.to_host(handle) for handle in handles]))
 
-    def split(self, handle: Handle) -> list[Handle]:
-        host = self.to_host(handle)
-        parts = [host[index:index + 1] for index in range(host.shape[0])]
-        return parts if isinstance(handle, np.ndarray) else [self.from_host(part) for part in parts]
 
-    def _spec(self, stage: str) -> StageSpec:
-        if stage not in self.specs:
-            raise StageContractError(f"unknown stage {stage!r}; the export has {sorted(self.specs)}")
-        return self.specs[stage]
+class OrtCpu(OrtExecutor):
+    """CPU provider: handles are numpy arrays, a stage is `session.run`."""
+
+    def run_stage(self, spec: StageSpec, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        feeds = {t.name: inputs[t.name] for t in spec.inputs}
+        return self.sessions[spec.name].run([t.name for t in spec.outputs], feeds)
+
+    def describe(self, handle: np.ndarray) -> tuple[tuple[int, ...], str]:
+        return handle.shape, str(handle.dtype)
+
+    def to_host(self, handle: np.ndarray) -> np.ndarray:
+        return handle
+
+    def from_host(self, array: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(array)
+
+    def write_slot(self, buffer: np.ndarray, index: int, value: np.ndarray) -> None:
+        buffer[slot_index(buffer.ndim, value.ndim, index)] = value[0]
+
+    def split(self, handle: np.ndarray) -> list[np.ndarray]:
+        return [handle[index:index + 1] for index in range(handle.shape[0])]
+
+
+class OrtIoBinding(OrtExecutor):
+    """CUDA / TensorRT providers: handles are OrtValues on `memory` (device 0), inputs bound as
+    they are and outputs allocated there by onnxruntime."""
+
+    memory = "cuda"
+
+    def run_stage(self, spec: StageSpec, inputs: dict[str, ort.OrtValue]) -> list[ort.OrtValue]:
+        session = self.sessions[spec.name]
+        binding = session.io_binding()
+        for tensor in spec.inputs:
+            binding.bind_ortvalue_input(tensor.name, inputs[tensor.name])
+        for tensor in spec.outputs:
+            binding.bind_output(tensor.name, self.memory, 0)
+        session.run_with_iobinding(binding)
+        return binding.get_outputs()
+
+    def describe(self, handle: ort.OrtValue) -> tuple[tuple[int, ...], str]:
+        return tuple(handle.shape()), _ORT_TYPES.get(handle.data_type(), handle.data_type())
+
+    def to_host(self, handle: ort.OrtValue) -> np.ndarray:
+        return handle.numpy()
+
+    def from_host(self, array: np.ndarray) -> ort.OrtValue:
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.memory, 0)
+
+    def write_slot(self, buffer: ort.OrtValue, index: int, value: ort.OrtValue) -> None:
+        """onnxruntime's Python API cannot copy into part of an OrtValue, so the buffer makes a
+        host round trip (the TensorRT backend copies on the device)."""
+        host, value = buffer.numpy(), value.numpy()
+        host[slot_index(host.ndim, value.ndim, index)] = value[0]
+        buffer.update_inplace(host)
+
+    def split(self, handle: ort.OrtValue) -> list[ort.OrtValue]:
+        host = handle.numpy()
+        return [self.from_host(host[index:index + 1]) for index in range(host.shape[0])]
+
+
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
+"""OrtValue element type names -> numpy dtype names (the contract's dtypes)."""
+
+
+class OrtBackend(CheckedBackend):
+    """The stages of one export directory on onnxruntime, under the contract check; `sessions`
+    (one per stage) and `manifest` are its executor's."""
+
+    def __init__(self, export_dir: Path, device: str = "cpu", threads: int = 0, check_versions: bool = True) -> None:
+        executor = (OrtCpu if device == "cpu" else OrtIoBinding)(Path(export_dir), device, threads, check_versions)
+        super().__init__(executor)
+        self.sessions, self.manifest = executor.sessions, executor.manifest
 
 
 def _session_options(threads: int) -> ort.SessionOptions:
@@ -137,19 +157,6 @@ def _session_options(threads: int) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return options
-
-
-def _described(handles: dict[str, Handle]) -> dict[str, tuple[tuple[int, ...], str]]:
-    """(shape, numpy dtype name) of numpy arrays and OrtValues alike."""
-    return {
-        name: (handle.shape, str(handle.dtype)) if isinstance(handle, np.ndarray)
-        else (tuple(handle.shape()), _ORT_TYPES.get(handle.data_type(), handle.data_type()))
-        for name, handle in handles.items()
-    }
-
-
-_ORT_TYPES = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(bool)": "bool"}
-"""OrtValue element type names -> numpy dtype names (the contract's dtypes)."""
 
 
 def load(export_dir: Path, device: str = "cpu", threads: int | None = None, check_versions: bool = True) -> OrtBackend:

@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from mqc_edge.errors import ConfigError
-from mqc_edge.runtime.backend import StageBackend
+from mqc_edge.runtime.backend import CheckedBackend
 
 REQUIRED_MODULES = {"tensorrt": "tensorrt", "cuda.bindings.runtime": "cuda-python"}
 """Module the native backend imports -> the package that installs it (extra `gpu`; cuda-python >= 12.6
@@ -33,7 +33,7 @@ def _importable(module: str) -> bool:
         return False
 
 
-def load(export_dir: Path, threads: int | None = None) -> StageBackend:
+def load(export_dir: Path, threads: int | None = None) -> CheckedBackend:
     """`load_backend("tensorrt", export_dir=...)`: always a ConfigError until engines exist; `threads`
     is accepted because every backend gets it (TensorRT has no CPU threads to set)."""
     missing = missing_packages()
