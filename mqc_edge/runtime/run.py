@@ -106,7 +106,8 @@ def run_video(
     first carries a `GeoReference`, every frame must, and each object's folder also gets its
     georeferenced outputs (runtime/geo_outputs.py: masks_geo/, track.geojson, track_summary.json;
     needs the `[geo]` extra, else ConfigError). Prompt values are checked (`check_prompts`) before
-    anything is written.
+    anything is written, and O/objects.json records the prompts once the first frame took them (a
+    point outside that frame is a PromptError with no objects.json).
 
     When a frame cannot be read, the frames the tracker still holds (MQC start-up) are flushed
     to disk before the error propagates, so every frame before the failure is written.
@@ -115,7 +116,6 @@ def run_video(
     """
     check_prompts(prompts)
     folders = object_folders(out_dir, len(prompts))
-    _write_objects_file(Path(out_dir), folders, prompts)
     with ExitStack() as stack:
         writers = [stack.enter_context(RunWriter(folder, save_logits=save_logits)) for folder in folders]
         overlay = stack.enter_context(OverlayVideo(Path(out_dir) / OVERLAY_FILE, overlay_fps)) if overlay_fps else None
@@ -124,7 +124,12 @@ def run_video(
         try:
             for name, frame, georef in map(_frame_parts, frames):
                 sink.received(name, frame, georef)
-                sink.write(tracker.step(frame) if tracker.started else tracker.start(frame, prompts))
+                if tracker.started:
+                    sink.write(tracker.step(frame))
+                    continue
+                first = tracker.start(frame, prompts)  # PromptError for a point outside this frame
+                _write_objects_file(Path(out_dir), folders, prompts)  # only prompts the first frame accepted
+                sink.write(first)
         except BadFrameError:
             if tracker.started:
                 sink.write(tracker.finish())

@@ -51,6 +51,15 @@ def test_a_nan_box_stops_the_run_before_anything_is_written(fake_backend, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_a_point_outside_the_first_frame_records_no_prompt(fake_backend, tmp_path) -> None:
+    """The frame size is known only when the first frame arrives; objects.json waits for it."""
+    frames = [("00000", np.zeros((24, 32, 3), np.uint8))]
+    prompt = {"points": [[40, 10]], "labels": [1]}
+    with pytest.raises(PromptError, match="outside"):
+        run_video(MultiTracker(fake_backend), frames, tmp_path / "out", [prompt])
+    assert not (tmp_path / "out" / "objects.json").exists()
+
+
 @pytest.mark.parametrize("mode", ["sam2", "mqc"])  # MQC holds its start-up frames back: they are flushed
 def test_a_truncated_video_keeps_its_good_frames_and_names_the_last(fake_backend, truncated_avi, tmp_path,
                                                                     mode) -> None:
