@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mqc_edge.runtime.backend import Handle
-from mqc_edge.runtime.dami_memory import DAMIBank
+from mqc_edge.runtime.dami_memory import DAMIBank, new_dami_bank
 from mqc_edge.runtime.gates import (
     InnovationGateState,
     assess_ambiguity,
@@ -28,7 +28,7 @@ from mqc_edge.runtime.gates import (
 )
 from mqc_edge.runtime.postprocess import upsample_logits
 from mqc_edge.runtime.results import FrameResult
-from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls, Timings
+from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls, StateHeader, Timings
 from mqc_edge.runtime.tmcc import TMCCResult, calibrate
 
 
@@ -46,13 +46,11 @@ class PendingStart:
 
 
 @dataclass
-class MQCState:
-    """Everything MQC tracking carries from frame to frame; bounded whatever the video length."""
+class MQCState(StateHeader):
+    """Everything one object's MQC tracking carries from frame to frame; bounded whatever the video
+    length. `frame_index` is the last frame emitted."""
 
-    frame_index: int  # index of the last frame received
-    frame_size: tuple[int, int]  # (H, W) of the video
     bank: DAMIBank
-    tracking_prompt: dict[str, Handle]  # sparse/dense prompts of a tracking frame (constant)
     pending: PendingStart | None  # frame 0 until TMCC has run
     innovation: InnovationGateState | None = None  # set when the anchor is written
     anchor_summary: np.ndarray | None = None  # quality head summary of frame 0 with the anchor mask
@@ -65,35 +63,52 @@ class MQCState:
         return self.frame_index + 1 + (len(self.pending.buffered) if self.pending else 0)
 
 
-def start_mqc(calls: StageCalls, state: MQCState, frame0: np.ndarray, features: dict[str, Handle],
-              decoded: dict[str, Handle], timings: Timings) -> list[FrameResult]:
-    """Hold frame 0 for TMCC, or anchor it at once when TMCC is off."""
-    mask_lowres, lowres = calls.hole_filled(decoded["mask_lowres"])
-    state.pending = PendingStart(frame0, features, decoded, mask_lowres, lowres, timings)
-    return flush_mqc(calls, state) if calls.config.tmcc is None else []
+class MQCMode:
+    """The verbs of a mode (as `SAM2Mode`): `start`, `step`, `flush`, each over the K objects' states.
+    DAMI's stage takes one object, so the objects run one after the other."""
 
+    def __init__(self, calls: StageCalls) -> None:
+        self.calls = calls
 
-def step_mqc(calls: StageCalls, state: MQCState, frame: EncodedFrame) -> list[FrameResult]:
-    """Buffer during start-up (emitting everything when the window is full), else track.
-    Buffered frames arrive encoded: the image encoder runs as frames come, not in a burst at the
-    flush, and objects sharing a frame share its encoding (at most n_max frames of features held)."""
-    if state.pending is None:
-        return [_track(calls, state, frame)]
-    state.pending.buffered.append(frame)
-    if len(state.pending.buffered) >= calls.config.tmcc.n_max:
-        return flush_mqc(calls, state)
-    return []
+    def start(self, frame0: EncodedFrame, decoded: list[dict[str, Handle]],
+              timings: list[Timings]) -> tuple[list[MQCState], list[list[FrameResult]]]:
+        """Hold each object's frame 0 for TMCC, or anchor it at once when TMCC is off."""
+        calls, frame_size = self.calls, frame0.rgb.shape[:2]
+        states = []
+        for one, one_timings in zip(decoded, timings):
+            tracking_prompt = calls.tracking_prompt(one_timings)
+            mask_lowres, lowres = calls.hole_filled(one["mask_lowres"])
+            pending = PendingStart(frame0.rgb, frame0.features, one, mask_lowres, lowres, one_timings)
+            states.append(MQCState(0, frame_size, tracking_prompt, new_dami_bank(calls.backend), pending))
+        return states, self.flush(states) if calls.config.tmcc is None else [[] for _ in states]
 
+    def step(self, states: list[MQCState], frame: EncodedFrame) -> list[list[FrameResult]]:
+        """Buffer during start-up (emitting everything when the window is full), else track.
+        Buffered frames arrive encoded: the image encoder runs as frames come, not in a burst at
+        the flush, and objects sharing a frame share its encoding (at most n_max frames of features
+        held)."""
+        return [self._step_one(state, frame) for state in states]
 
-def flush_mqc(calls: StageCalls, state: MQCState) -> list[FrameResult]:
-    """Calibrate R0 on the frames buffered so far, anchor, emit frame 0, track the buffer."""
-    pending = state.pending
-    if pending is None:
+    def flush(self, states: list[MQCState]) -> list[list[FrameResult]]:
+        """Calibrate each R0 on the frames buffered so far, anchor, emit frame 0, track the buffer."""
+        return [self._flush_one(state) for state in states]
+
+    def _step_one(self, state: MQCState, frame: EncodedFrame) -> list[FrameResult]:
+        if state.pending is None:
+            return [_track(self.calls, state, frame)]
+        state.pending.buffered.append(frame)
+        if len(state.pending.buffered) >= self.calls.config.tmcc.n_max:
+            return self._flush_one(state)
         return []
-    first = _anchor(calls, state, pending)
-    state.pending = None
-    state.frame_index = 0
-    return [first] + [_track(calls, state, frame) for frame in pending.buffered]
+
+    def _flush_one(self, state: MQCState) -> list[FrameResult]:
+        pending = state.pending
+        if pending is None:
+            return []
+        first = _anchor(self.calls, state, pending)
+        state.pending = None
+        state.frame_index = 0
+        return [first] + [_track(self.calls, state, frame) for frame in pending.buffered]
 
 
 def _anchor(calls: StageCalls, state: MQCState, pending: PendingStart) -> FrameResult:

@@ -2,19 +2,18 @@
 
 DESIGN section 5 step 6. The image encoder's outputs do not depend on the prompt, and it is by
 far the largest stage, so K objects cost one encoding plus the per-object stages (memory
-attention, decoder, memory encoder; TMCC and the gates on the host). Each object is a `Tracker`
-of its own (memory bank, TMCC start-up, gate statistics), fed with the shared `EncodedFrame`,
-so K objects give the results of K separate Trackers. In SAM 2 mode a tracking frame runs each
-per-object stage once for all K objects (runtime/sam2_mode.py, the contract's `objects`
-dimension); the prompted frame and MQC mode (DAMI's stage takes one object) run per object.
-A result's `timings_ms` are its object's share: a stage run once for K objects counts 1/K of
-its time to each, so summing over the objects gives the frame's stage times.
+attention, decoder, memory encoder; TMCC and the gates on the host). The objects are one
+`Tracker`'s batch (`start_objects`, `step_objects`, `finish_objects`), each object with its own
+state (memory bank, TMCC start-up, gate statistics), so K objects give the results of K separate
+Trackers. In SAM 2 mode a tracking frame runs each per-object stage once for all K objects
+(runtime/sam2_mode.py, the contract's `objects` dimension); the prompted frame and MQC mode
+(DAMI's stage takes one object) run per object. A result's `timings_ms` are its object's share:
+a stage run once for K objects counts 1/K of its time to each, so summing over the objects
+gives the frame's stage times.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from functools import partial
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -22,10 +21,7 @@ import numpy as np
 from mqc_edge.errors import PromptError
 from mqc_edge.runtime.backend import StageBackend
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.preprocess import check_frame
 from mqc_edge.runtime.results import FrameResult
-from mqc_edge.runtime.sam2_mode import TrackerState, step_sam2
-from mqc_edge.runtime.stage_calls import EncodedFrame
 from mqc_edge.runtime.text import TextTokenizer
 from mqc_edge.runtime.tracker import Tracker
 
@@ -40,13 +36,11 @@ class MultiTracker:
     def __init__(self, backend: StageBackend, config: TrackerConfig | None = None,
                  tokenizer: TextTokenizer | None = None,
                  text_cache: dict[str, dict[str, np.ndarray]] | None = None) -> None:
-        self._new_object = partial(Tracker, backend, config, tokenizer, text_cache)
-        self._new_object()  # refuses a mode the model lacks now, not at the first frame
-        self.objects: list[Tracker] = []
+        self.tracker = Tracker(backend, config, tokenizer, text_cache)  # refuses a mode the model lacks now
 
     @property
     def started(self) -> bool:
-        return bool(self.objects)
+        return self.tracker.started
 
     def start(self, frame0: np.ndarray, prompts: Sequence[Mapping[str, object]]) -> list[list[FrameResult]]:
         """Prompt every object on frame 0; `prompts[k]` holds object k's `Tracker.start` keywords."""
@@ -56,33 +50,12 @@ class MultiTracker:
             unknown = sorted(set(prompt) - set(PROMPT_KEYS))
             if unknown:
                 raise PromptError(f"object {number} prompt: expected keys among {PROMPT_KEYS}, got {unknown}")
-        check_frame(frame0, "0")
-        objects = [self._new_object() for _ in prompts]
-        encoded = _shared(objects[0].calls.encode_frame(frame0), len(objects))
-        results = [tracker.start_encoded(encoded, **prompt) for tracker, prompt in zip(objects, prompts)]
-        self.objects = objects
-        return results
+        return self.tracker.start_objects(frame0, prompts)
 
     def step(self, frame: np.ndarray) -> list[list[FrameResult]]:
         """Encode the frame once, then track every object on it (one batch in SAM 2 mode)."""
-        lead = self._started()[0]
-        lead.check_next(frame)  # every object has received the same frames: one check serves all
-        encoded = _shared(lead.calls.encode_frame(frame), len(self.objects))
-        states = [tracker.state for tracker in self.objects]
-        if all(isinstance(state, TrackerState) for state in states):
-            return [[result] for result in step_sam2(lead.calls, states, encoded)]
-        return [tracker.step_encoded(encoded) for tracker in self.objects]
+        return self.tracker.step_objects(frame)
 
     def finish(self) -> list[list[FrameResult]]:
         """End of the video: every object emits what it still holds back."""
-        return [tracker.finish() for tracker in self._started()]
-
-    def _started(self) -> list[Tracker]:
-        if not self.objects:
-            raise PromptError("multi-tracker: call start(frame0, prompts) before step(frame)")
-        return self.objects
-
-
-def _shared(encoded: EncodedFrame, objects: int) -> EncodedFrame:
-    """The encoded frame with its preprocess and image_encoder times split among the objects."""
-    return dataclasses.replace(encoded, timings={stage: ms / objects for stage, ms in encoded.timings.items()})
+        return self.tracker.finish_objects()

@@ -1,13 +1,15 @@
-"""SAM 2 mode tracking steps, for one object or a batch of objects on the same frame.
+"""SAM 2 mode: the prompted frame and the tracking steps of K objects on one video (K >= 1).
 
-One step is SAM 2's `track_step` on a frame after the prompted one: memory attention over the
-object's slots, the decoder with the 'no point' tracking prompt, then the memory encoder on the
-new mask, whose output replaces the oldest ring slot (runtime/memory.py). Several objects on
-one frame run each stage once as a batch (the contract's `objects` dimension): their banks are
-concatenated on the way in and the outputs split on the way out, so K objects give the results
-of K single-object steps while the per-object stages pay their fixed costs once. A single
-Tracker is the batch of one, with no copies (`concat` of one handle is that handle). Each
-object's `timings_ms` get 1/K of a batched stage's time, so they add up to the frame's.
+`start` encodes each object's prompted frame into the conditioning slot of its memory
+(SAM 2's `_run_memory_encoder` on the prompt's binarized mask). `step` is SAM 2's `track_step`
+on a frame after the prompted one: memory attention over the object's slots, the decoder with
+the 'no point' tracking prompt, then the memory encoder on the new mask, whose output replaces
+the oldest ring slot (runtime/memory.py). The K objects run each tracking stage once as a batch
+(the contract's `objects` dimension): their banks are concatenated on the way in and the
+outputs split on the way out, so K objects give the results of K single-object steps while the
+per-object stages pay their fixed costs once. One object is the batch of one, with no copies
+(`concat` of one handle is that handle). Each object's `timings_ms` get 1/K of a batched
+stage's time, so they add up to the frame's. Nothing is held back: `flush` emits nothing.
 """
 
 from __future__ import annotations
@@ -17,49 +19,71 @@ from dataclasses import dataclass
 import numpy as np
 
 from mqc_edge.runtime.backend import Handle
-from mqc_edge.runtime.memory import MemoryBank
+from mqc_edge.runtime.memory import MemoryBank, new_memory_bank
 from mqc_edge.runtime.results import FrameResult
-from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls, Timings
+from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls, StateHeader, Timings
 
 
 @dataclass
-class TrackerState:
-    """Everything one video's SAM 2 mode tracking carries from frame to frame."""
+class SAM2State(StateHeader):
+    """Everything one object's SAM 2 mode tracking carries from frame to frame."""
 
-    frame_index: int  # index of the last processed frame
-    frame_size: tuple[int, int]  # (H, W) of the video
     bank: MemoryBank
-    tracking_prompt: dict[str, Handle]  # sparse/dense prompts of a tracking frame (constant)
-
-    @property
-    def next_index(self) -> int:
-        return self.frame_index + 1
 
 
-def step_sam2(calls: StageCalls, states: list[TrackerState], frame: EncodedFrame) -> list[FrameResult]:
-    """Segment the next frame for every object from its memory, then register each finite
-    result in its memory. Every state must be at the same frame index."""
-    index = states[0].next_index
-    timings: Timings = {}
-    conditioned = _attend_memory(calls, states, index, frame.features, timings)
-    multimask = calls.config.multimask_for_tracking and calls.config.multimask(0)
-    prompt = {name: calls.backend.concat([state.tracking_prompt[name] for state in states])
-              for name in states[0].tracking_prompt}
-    decoded = _split(calls, calls.decode(conditioned, frame.features, prompt, multimask, timings))
-    lowres = [calls.hole_filled(one["mask_lowres"])[1] for one in decoded]
-    finite = [bool(np.isfinite(low).all() and np.isfinite(calls.scalar(one["object_score"])))
-              for low, one in zip(lowres, decoded)]
-    _encode_and_register(calls, [(s, d) for s, d, ok in zip(states, decoded, finite) if ok], index, frame, timings)
-    share = {**frame.timings, **{stage: ms / len(states) for stage, ms in timings.items()}}
-    results = []
-    for state, low, one, ok in zip(states, lowres, decoded, finite):
-        state.frame_index = index
-        flags = () if ok else ("nonfinite",)
-        results.append(calls.result(index, state.frame_size, low, one, dict(share), flags=flags))
-    return results
+class SAM2Mode:
+    """The verbs of a mode (as `MQCMode`): `start`, `step`, `flush`, each over the K objects' states."""
+
+    def __init__(self, calls: StageCalls) -> None:
+        self.calls = calls
+
+    def start(self, frame0: EncodedFrame, decoded: list[dict[str, Handle]],
+              timings: list[Timings]) -> tuple[list[SAM2State], list[list[FrameResult]]]:
+        """The prompted frame (index 0) of each object, from its decoder outputs: the result, and
+        its memory in the conditioning slot (from the binarized mask, as Meta's predictor)."""
+        calls, frame_size = self.calls, frame0.rgb.shape[:2]
+        states, results = [], []
+        for one, one_timings in zip(decoded, timings):
+            tracking_prompt = calls.tracking_prompt(one_timings)
+            mask_handle, lowres = calls.hole_filled(one["mask_lowres"])
+            memory = calls.encode_memory(frame0.features, mask_handle, one["object_score"],
+                                         calls.config.binarize_prompted_memory, one_timings)
+            bank = new_memory_bank(calls.backend)
+            bank.register_conditioning_frame(0, memory, one["obj_ptr"])
+            states.append(SAM2State(0, frame_size, tracking_prompt, bank))
+            results.append([calls.result(0, frame_size, lowres, one, one_timings)])
+        return states, results
+
+    def step(self, states: list[SAM2State], frame: EncodedFrame) -> list[list[FrameResult]]:
+        """Segment the next frame for every object from its memory, then register each finite
+        result in its memory. Every state is at the same frame index."""
+        calls = self.calls
+        index = states[0].next_index
+        timings: Timings = {}
+        conditioned = _attend_memory(calls, states, index, frame.features, timings)
+        multimask = calls.config.multimask_for_tracking and calls.config.multimask(0)
+        prompt = {name: calls.backend.concat([state.tracking_prompt[name] for state in states])
+                  for name in states[0].tracking_prompt}
+        decoded = _split(calls, calls.decode(conditioned, frame.features, prompt, multimask, timings))
+        lowres = [calls.hole_filled(one["mask_lowres"])[1] for one in decoded]
+        finite = [bool(np.isfinite(low).all() and np.isfinite(calls.scalar(one["object_score"])))
+                  for low, one in zip(lowres, decoded)]
+        tracked = [(state, one) for state, one, ok in zip(states, decoded, finite) if ok]
+        _encode_and_register(calls, tracked, index, frame, timings)
+        share = {**frame.timings, **{stage: ms / len(states) for stage, ms in timings.items()}}
+        results = []
+        for state, low, one, ok in zip(states, lowres, decoded, finite):
+            state.frame_index = index
+            flags = () if ok else ("nonfinite",)
+            results.append([calls.result(index, state.frame_size, low, one, dict(share), flags=flags)])
+        return results
+
+    def flush(self, states: list[SAM2State]) -> list[list[FrameResult]]:
+        """End of the video: every frame was emitted when it came."""
+        return [[] for _ in states]
 
 
-def _attend_memory(calls: StageCalls, states: list[TrackerState], index: int, features: dict[str, Handle],
+def _attend_memory(calls: StageCalls, states: list[SAM2State], index: int, features: dict[str, Handle],
                    timings: Timings) -> Handle:
     backend = calls.backend
     slots = [state.bank.attention_inputs(index) for state in states]
@@ -77,7 +101,7 @@ def _split(calls: StageCalls, batch: dict[str, Handle]) -> list[dict[str, Handle
     return [dict(zip(parts, one)) for one in zip(*parts.values())]
 
 
-def _encode_and_register(calls: StageCalls, tracked: list[tuple[TrackerState, dict[str, Handle]]], index: int,
+def _encode_and_register(calls: StageCalls, tracked: list[tuple[SAM2State, dict[str, Handle]]], index: int,
                          frame: EncodedFrame, timings: Timings) -> None:
     """One memory encoder call for the objects whose result may enter memory (a non-finite
     result never does: it would poison every later frame)."""

@@ -1,13 +1,15 @@
 """How the Tracker calls each stage: host arrays in, handles out, every call timed.
 
-Shared by SAM 2 mode (runtime/tracker.py) and MQC mode (runtime/mqc_mode.py), so that both
-modes prompt, decode, encode memory and build results the same way. Torch-free.
+Shared by SAM 2 mode (runtime/sam2_mode.py) and MQC mode (runtime/mqc_mode.py), so that both
+modes prompt, decode, encode memory and build results the same way, with the header their
+per-object states share (`StateHeader`). Torch-free.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
@@ -35,7 +37,20 @@ class EncodedFrame:
 
     rgb: np.ndarray  # uint8 [H, W, 3]; TMCC's flow reads the pixels
     features: dict[str, Handle]  # image_encoder outputs (fpn0, fpn1, feat)
-    timings: Timings  # preprocess and image_encoder ms; each object's result starts from a copy
+    timings: Timings  # each object's share of the preprocess and image_encoder ms; its result starts from a copy
+
+
+@dataclass
+class StateHeader:
+    """What one object's state holds in either mode (`SAM2State`, `MQCState`)."""
+
+    frame_index: int  # index of the last frame segmented
+    frame_size: tuple[int, int]  # (H, W) of the video
+    tracking_prompt: dict[str, Handle]  # sparse/dense prompts of a tracking frame (constant)
+
+    @property
+    def next_index(self) -> int:
+        return self.frame_index + 1
 
 
 class StageCalls:
@@ -64,12 +79,15 @@ class StageCalls:
     def flag(self, value: bool) -> Handle:
         return self.host(np.array([value]))
 
-    def encode_frame(self, frame: np.ndarray) -> EncodedFrame:
+    def encode_frame(self, frame: np.ndarray, objects: int) -> EncodedFrame:
+        """Preprocess and image_encoder, once for the `objects` tracked on the frame: each gets
+        1/objects of their time, so the objects' timings add up to the frame's."""
         timings: Timings = {}
         begin = time.perf_counter()
         image = self.host(preprocess_frame(frame, self.geometry.image_size))
         timings["preprocess"] = 1e3 * (time.perf_counter() - begin)
-        return EncodedFrame(frame, self.run("image_encoder", timings, image=image), timings)
+        features = self.run("image_encoder", timings, image=image)
+        return EncodedFrame(frame, features, {stage: ms / objects for stage, ms in timings.items()})
 
     def prompt(self, prompt: PointPrompt, mask: np.ndarray | None, timings: Timings) -> dict[str, Handle]:
         spec = stage_specs(self.geometry)["prompt_encoder"].input("mask_prompt")
@@ -103,7 +121,7 @@ class StageCalls:
         mask_input = mask_prompt_input(mask, frame_size, self.geometry)
         return self.prompt(PointPrompt.empty(TRACKING_PROMPT_TOKENS), mask_input, timings)["mask_prompt_lowres"]
 
-    def decode_first_frame(self, features: dict[str, Handle], frame_size: tuple[int, int], prompts: dict[str, object],
+    def decode_first_frame(self, features: dict[str, Handle], frame_size: tuple[int, int], prompts: Mapping[str, object],
                            text_source: TextSource, timings: Timings) -> dict[str, Handle]:
         """The prompted frame: text (MQC), a mask, or a box and/or points (SAM 2's prompt path)."""
         text, mask = prompts.get("text"), prompts.get("mask")
