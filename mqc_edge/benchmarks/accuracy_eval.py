@@ -61,15 +61,20 @@ class AccuracyEvalConfig:
     threads: int | None = None
 
 
-def run_accuracy_eval(config: AccuracyEvalConfig) -> dict:
-    """Every variant over the dataset; writes R/accuracy.json and R/accuracy.md."""
-    unknown = sorted(set(config.variants) - set(VARIANTS))
+def check_variants(names: tuple[str, ...]) -> None:
+    """ConfigError naming the known variants when any of `names` is not one."""
+    unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
         raise ConfigError(f"eval variants: unknown {unknown}; known: {sorted(VARIANTS)}")
+
+
+def run_accuracy_eval(config: AccuracyEvalConfig) -> dict:
+    """Every variant over the dataset; writes R/accuracy.json and R/accuracy.md."""
+    check_variants(config.variants)
     dataset = RVOSDataset.load(config.dataset, split=config.split)
     needs_model = any(VARIANTS[name].tracker is not None for name in config.variants)
     source = load_model_source(config.model_dir, config.backend, threads=config.threads) if needs_model else None
-    rows = {name: _variant_row(config, dataset, name, source) for name in config.variants}
+    rows = {name: variant_row(config, dataset, name, source) for name in config.variants}
     report = {"model_dir": str(config.model_dir), "dataset": str(config.dataset), "backend": config.backend,
               "videos": len(dataset.videos), "expressions": sum(len(v.expressions) for v in dataset.videos.values()),
               "variants": rows}
@@ -78,7 +83,8 @@ def run_accuracy_eval(config: AccuracyEvalConfig) -> dict:
     return report
 
 
-def _variant_row(config: AccuracyEvalConfig, dataset: RVOSDataset, name: str, source) -> dict:
+def variant_row(config: AccuracyEvalConfig, dataset: RVOSDataset, name: str, source) -> dict:
+    """Segment `dataset` (the frames the model sees) with variant `name`, score against config.dataset."""
     from mqc_edge.benchmarks.parity_eval import predict_dataset
     from mqc_edge.benchmarks.flow_baseline import predict_flow_baseline
 
