@@ -53,6 +53,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     if args.model is not None:
         return _eval_model(args)
+    if args.degrade is not None:
+        raise ConfigError("eval --degrade: give --model (it segments the degraded frames), not --pred")
     report = evaluate_predictions(pred_root=args.pred, gt_root=args.gt, out_dir=args.out, split=args.split)
     print(format_table(report))
     print(f"wrote {args.out / 'metrics.json'}")
@@ -62,6 +64,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _eval_model(args: argparse.Namespace) -> int:
     from mqc_edge.benchmarks.parity_eval import ParityEvalConfig, format_parity, run_parity_eval
 
+    if args.degrade is not None:
+        return _eval_degraded(args)
     if args.variants:
         return _eval_variants(args)
 
@@ -82,6 +86,23 @@ def _eval_variants(args: argparse.Namespace) -> int:
                                 split=args.split, threads=args.threads)
     print(format_accuracy(run_accuracy_eval(config)))
     print(f"wrote {args.out / 'accuracy.json'}", file=sys.stderr)
+    return 0
+
+
+def _eval_degraded(args: argparse.Namespace) -> int:
+    from mqc_edge.benchmarks.accuracy_eval import AccuracyEvalConfig
+    from mqc_edge.benchmarks.degradation import (DegradationEvalConfig, format_degradation, parse_kinds,
+                                                 parse_strengths, run_degradation_eval)
+
+    kinds, strengths = parse_kinds(args.degrade), parse_strengths(args.strengths or [])
+    variants = tuple(args.variants or ("mqc", "sam2-box"))
+    needs_model = any(name != "flow-gt-mask" for name in variants)
+    accuracy = AccuracyEvalConfig(model_dir=_model_path(args.model) if needs_model else args.model, dataset=args.gt,
+                                  out_dir=args.out, variants=variants, backend=args.backend, split=args.split,
+                                  threads=args.threads)
+    config = DegradationEvalConfig(accuracy, kinds, strengths, seed=args.degrade_seed)
+    print(format_degradation(run_degradation_eval(config, log=lambda line: print(line, file=sys.stderr))))
+    print(f"wrote {args.out / 'degradation.json'} and degradation.png", file=sys.stderr)
     return 0
 
 
@@ -185,6 +206,29 @@ def _cmd_export(args: argparse.Namespace) -> int:
     print(f"wrote {len(manifest['stages'])} stages to {args.out}; parity {'passed' if parity['passed'] else 'FAILED'}"
           f" (report in {args.out / 'manifest.json'})", file=sys.stderr)
     return 0 if parity["passed"] else 1
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet
+    from mqc_edge.export.build import REPORT_NAME, BuildConfig, build_precision
+    from mqc_edge.export.precision import Int8Plan
+
+    config = BuildConfig(
+        model_dir=_model_path(args.model_dir), out=args.out, precision=args.precision,
+        stages=tuple(args.stages) if args.stages else None,
+        calibration=ClipSet(source=args.calib, clips=args.calib_clips, frames=args.calib_frames, seed=CALIBRATION_SEED),
+        gate_clips=ClipSet(clips=args.gate_clips, frames=args.gate_frames),
+        int8=Int8Plan(method=args.method), threads=args.threads, force=args.force,
+    )
+    report = build_precision(config)
+    for mode, gate in report["gate"]["modes"].items():
+        delta = gate["jf_delta_points"]
+        print(f"{mode}: {gate['frames']} frames, mask IoU mean {gate['mask_iou_mean']:.4f} min {gate['mask_iou_min']:.4f}, "
+              f"max logit error {gate['max_logit_abs']:.3g}, J&F delta {'-' if delta is None else f'{delta:+.3f}'} pts",
+              file=sys.stderr)
+    print(f"wrote {args.out} ({args.precision}); gate {'passed' if report['gate']['passed'] else 'FAILED (forced)'} "
+          f"(report in {args.out / (REPORT_NAME + '.md')})", file=sys.stderr)
+    return 0
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -337,6 +381,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
                           help="with --model: J&F of these tracking variants on --backend alone instead of parity: "
                                "mqc, mqc-no-tmcc, sam2-text, sam2-box, flow-gt-mask (docs/model_card.md)")
+    evaluate.add_argument("--degrade", default=None, metavar="KINDS",
+                          help="with --model: J&F of the variants (default mqc sam2-box) clean and under each of "
+                               "these comma-separated degradations of the frames: noise, blur, lowlight, haze, "
+                               "clouds, timevarying (mqc_edge/benchmarks/degradation.py)")
+    evaluate.add_argument("--strengths", nargs="+", default=None, metavar="KIND=V1,V2,...",
+                          help="with --degrade: a kind's strengths instead of the defaults (noise std in grey "
+                               "levels, blur std in px, lowlight and haze 1 - gain / transmission, clouds cover)")
+    evaluate.add_argument("--degrade-seed", type=int, default=0, help="with --degrade: seed of noise and clouds")
     evaluate.set_defaults(handler=_cmd_eval)
 
     run = commands.add_parser("run", help="segment a video from a text, box or points on its first frame")
@@ -384,6 +436,25 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 18)")
     export.add_argument("--texts", type=Path, default=None, help="expressions.txt: one per line, embeddings precomputed")
     export.set_defaults(handler=_cmd_export)
+
+    build = commands.add_parser("build", help="an export in FP32, FP16, INT8 or mixed precision, accepted only by "
+                                "its accuracy gate against the FP32 export (build_report.md)")
+    build.add_argument("model_dir", type=Path, help="an FP32 `mqc-edge export` directory, or `default`")
+    build.add_argument("--precision", required=True, choices=("fp32", "fp16", "int8", "mixed"))
+    build.add_argument("--out", type=Path, required=True, help="the new export directory")
+    build.add_argument("--calib", type=Path, default=None,
+                       help="INT8 calibration frames: a frame folder or an `mqc-edge data synth` dataset "
+                            "(default: generated held-out clips)")
+    build.add_argument("--calib-clips", type=int, default=2, help="calibration clips (dataset expressions)")
+    build.add_argument("--calib-frames", type=int, default=8, help="frames per calibration clip")
+    build.add_argument("--stages", nargs="+", default=None, help="stages to convert (default: all)")
+    build.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                       help="INT8 activation range calibration")
+    build.add_argument("--gate-clips", type=int, default=4, help="held-out clips of the accuracy gate")
+    build.add_argument("--gate-frames", type=int, default=16, help="frames per gate clip")
+    build.add_argument("--threads", type=int, default=2, help="onnxruntime threads (calibration, gate, timings)")
+    build.add_argument("--force", action="store_true", help="keep the export even outside its gate")
+    build.set_defaults(handler=_cmd_build)
 
     bench = commands.add_parser("bench", help="latency, FPS, memory and cost model of every contestant on one clip")
     bench.add_argument("model_dir", type=Path, help="an `mqc-edge export` directory, or `default` (the shipped model)")

@@ -1,0 +1,118 @@
+"""`mqc-edge build`: FP16 islands, deterministic INT8 scales, the gate's refusal, per-stage
+precision in the manifest, and the onnxruntime backend running the reduced exports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet, load_clips
+from mqc_edge.calibration.reader import record_stage_feeds, track_prompted
+from mqc_edge.export.build import BuildConfig, build_precision
+from mqc_edge.export.precision import FP16_ISLANDS, to_fp16, write_int8
+from mqc_edge.export.precision_gate import GateThresholds, PrecisionGateError, tokenizer_of
+from mqc_edge.runtime.manifest import load_manifest
+from mqc_edge.runtime.ort_backend import OrtBackend
+
+CALIBRATION = ClipSet(clips=1, frames=3, seed=CALIBRATION_SEED)
+GATE_CLIPS = ClipSet(clips=1, frames=4)
+ANY_RESULT = GateThresholds(mask_iou_mean=0.0, mask_iou_min=0.0, jf_delta_points=100.0)
+"""Random weights (logits about +-0.3) say nothing about precision loss: these tests check the
+machinery; the gates are judged on the default model (docs/precision.md)."""
+
+
+def _types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every typed value of the (shape-inferred) graph."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    values = [*inferred.graph.input, *inferred.graph.output, *inferred.graph.value_info]
+    return {value.name: value.type.tensor_type.elem_type for value in values}
+
+
+def test_fp16_keeps_islands_and_io_in_fp32(exported):
+    model = to_fp16(onnx.load(str(exported[0] / "mask_decoder.onnx")))
+    onnx.checker.check_model(model)
+    types = _types(model)
+    islands = [node for node in model.graph.node if node.op_type in FP16_ISLANDS]
+    assert {node.op_type for node in islands} >= {"LayerNormalization", "Softmax"}
+    for node in islands:
+        assert all(types.get(name) != onnx.TensorProto.FLOAT16 for name in [*node.input, *node.output]), node.name
+    assert all(types[v.name] == onnx.TensorProto.FLOAT for v in model.graph.output)
+    halves = [node for node in model.graph.node if node.op_type in ("MatMul", "Conv")
+              and types.get(node.output[0]) == onnx.TensorProto.FLOAT16]
+    assert halves, "no MatMul/Conv runs in FP16"
+
+
+def test_int8_scales_are_deterministic(exported, tmp_path):
+    source = exported[0]
+    files = []
+    for attempt in range(2):
+        backend = OrtBackend(source, threads=1)
+        feeds = record_stage_feeds(backend, load_clips(CALIBRATION, backend.geometry.image_size), tokenizer_of(backend))
+        files.append(tmp_path / f"mask_decoder-{attempt}.onnx")
+        write_int8(source / "mask_decoder.onnx", files[-1], feeds["mask_decoder"])
+    first, second = (onnx.load(str(file)) for file in files)
+    assert any(node.op_type == "QuantizeLinear" for node in first.graph.node)
+    scales = [{i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer if "scale" in i.name}
+              for model in (first, second)]
+    assert scales[0] and scales[0].keys() == scales[1].keys()
+    assert all(np.array_equal(scales[0][name], scales[1][name]) for name in scales[0])
+
+
+def test_gate_refuses_a_build_outside_it(exported, tmp_path):
+    out = tmp_path / "int8"
+    impossible = GateThresholds(mask_iou_mean=1.0, mask_iou_min=1.0, jf_delta_points=-1.0)
+    config = BuildConfig(exported[0], out, "int8", stages=("mask_decoder",), calibration=CALIBRATION,
+                         gate_clips=GATE_CLIPS, gate=impossible, threads=1)
+    with pytest.raises(PrecisionGateError) as error:
+        build_precision(config)
+    assert "\n" not in str(error.value) and "outside its gate" in str(error.value)
+    assert sorted(p.name for p in out.iterdir()) == ["build_report.json", "build_report.md"]
+    assert json.loads((out / "build_report.json").read_text())["gate"]["passed"] is False
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_reduced_export_records_precision_and_runs(exported, tmp_path, precision):
+    out = tmp_path / precision
+    stages = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+    report = build_precision(BuildConfig(exported[0], out, precision, stages=stages, calibration=CALIBRATION,
+                                         gate_clips=GATE_CLIPS, gate=ANY_RESULT, threads=1))
+    assert report["gate"]["passed"] and set(report["gate"]["modes"]) == {"sam2", "mqc"}
+    manifest = load_manifest(out)
+    recorded = {name: entry["precision"] for name, entry in manifest.content["stages"].items()}
+    assert recorded == {name: precision if name in stages else "fp32" for name in recorded}
+    assert manifest.content["precision"]["gate"]["passed"]
+    backend = OrtBackend(out, threads=1)
+    clip = load_clips(GATE_CLIPS, backend.geometry.image_size)[0]
+    results = track_prompted(backend, clip, "sam2", tokenizer_of(backend))
+    assert len(results) == GATE_CLIPS.frames and all(np.isfinite(r.logits).all() for r in results)
+
+
+def test_calibration_clips_from_a_dataset_and_a_frame_folder(tmp_path):
+    from mqc_edge.data.synth import generate_dataset
+
+    root = tmp_path / "dataset"
+    generate_dataset(out=root, videos=2, frames=5, size=(96, 96), seed=3, split="test", degrade=False)
+    clips = load_clips(ClipSet(source=root, clips=2, frames=4), image_size=128)
+    assert 1 <= len(clips) <= 2
+    for clip in clips:
+        assert len(clip.frames) == 4 and clip.truth.shape == (4, 96, 96) and clip.truth[0].any() and clip.text
+        assert clip.box[0] <= clip.box[2] and clip.box[1] <= clip.box[3]
+    video = sorted(p for p in (root / "JPEGImages").iterdir())[0]
+    folder = load_clips(ClipSet(source=video, frames=3), image_size=128)
+    assert len(folder) == 1 and len(folder[0].frames) == 3 and folder[0].text is None and folder[0].truth is None
+
+
+def test_cli_build_fp32_copy_passes_and_refuses_an_existing_out(exported, tmp_path, capsys):
+    from mqc_edge.cli import main
+
+    out = tmp_path / "fp32"
+    argv = ["build", str(exported[0]), "--precision", "fp32", "--gate-clips", "1", "--gate-frames", "3",
+            "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    assert {entry["precision"] for entry in load_manifest(out).content["stages"].values()} == {"fp32"}
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
