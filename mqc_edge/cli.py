@@ -170,7 +170,7 @@ def _frame_format(args: argparse.Namespace):
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from mqc_edge.runtime.run import run_from_checkpoint
+    from mqc_edge.runtime.run import run_model
 
     if not args.prompts:
         raise PromptError("run: give at least one object: --text T, --box X0 Y0 X1 Y1 or --points X,Y,LABEL ...")
@@ -179,8 +179,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     frame_format = _frame_format(args)
     model = args.checkpoint or _model_path(args.model)
     backend = args.backend or ("onnxruntime" if (model / "manifest.json").is_file() else "torch")
-    count, description = run_from_checkpoint(
-        checkpoint=model, video=args.video, out_dir=args.out, prompts=args.prompts, mode=args.mode,
+    count, description = run_model(
+        model=model, video=args.video, out_dir=args.out, prompts=args.prompts, mode=args.mode,
         backend=backend, model_config=args.model_config, image_size=args.image_size,
         save_logits=args.save_logits, threads=args.threads, overlay_fps=args.overlay_fps if args.overlay else None,
         frame_format=frame_format,
@@ -338,6 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mqc-edge", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_demo_parser(commands)
+    _add_data_parser(commands)
+    _add_eval_parser(commands)
+    _add_run_parser(commands)
+    _add_export_parser(commands)
+    _add_build_parser(commands)
+    _add_bench_parser(commands)
+    _add_batch_parser(commands)
+    _add_train_parser(commands)
+    return parser
+
+
+def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="the shipped default model on generated satellite-like clips: "
                                             "export, run from text and box, J&F, overlay, report")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
@@ -349,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=2)
     demo.set_defaults(handler=_cmd_demo)
 
+
+def _add_data_parser(commands: argparse._SubParsersAction) -> None:
     data = commands.add_parser("data", help="datasets: synthetic generation")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     synth = data_commands.add_parser("synth", help="generate a synthetic satellite-video RVOS dataset")
@@ -361,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--degrade", action="store_true", help="add time-varying noise/blur/haze/low light")
     synth.set_defaults(handler=_cmd_data_synth)
 
+
+def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("eval", help="J&F of predictions (DAVIS protocol, referring setting), or of an "
                                                 "export on two backends with their parity")
     evaluated = evaluate.add_mutually_exclusive_group(required=True)
@@ -391,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--degrade-seed", type=int, default=0, help="with --degrade: seed of noise and clouds")
     evaluate.set_defaults(handler=_cmd_eval)
 
+
+def _add_run_parser(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="segment a video from a text, box or points on its first frame")
     run.add_argument("model", type=Path, nargs="?", default=None, metavar="MODEL",
                      help="an `mqc-edge export` directory, a checkpoint (same as --checkpoint), or `default` "
@@ -427,6 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
     run.set_defaults(handler=_cmd_run)
 
+
+def _add_export_parser(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export", help="per-stage ONNX + manifest.json with the parity report")
     export.add_argument("--checkpoint", type=Path, required=True,
                         help="MQC-SAM .safetensors, Meta's SAM 2.1 .pt, or `default` (the shipped weights)")
@@ -437,6 +458,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--texts", type=Path, default=None, help="expressions.txt: one per line, embeddings precomputed")
     export.set_defaults(handler=_cmd_export)
 
+
+def _add_build_parser(commands: argparse._SubParsersAction) -> None:
     build = commands.add_parser("build", help="an export in FP32, FP16, INT8 or mixed precision, accepted only by "
                                 "its accuracy gate against the FP32 export (build_report.md)")
     build.add_argument("model_dir", type=Path, help="an FP32 `mqc-edge export` directory, or `default`")
@@ -456,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--force", action="store_true", help="keep the export even outside its gate")
     build.set_defaults(handler=_cmd_build)
 
+
+def _add_bench_parser(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="latency, FPS, memory and cost model of every contestant on one clip")
     bench.add_argument("model_dir", type=Path, help="an `mqc-edge export` directory, or `default` (the shipped model)")
     bench.add_argument("--out", type=Path, required=True, help="report folder")
@@ -476,10 +501,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--device-peak", type=_peak, default=None, help="GFLOPS,GBps (default: measured MatMul peak)")
     bench.set_defaults(handler=_cmd_bench)
-
-    _add_batch_parser(commands)
-    _add_train_parser(commands)
-    return parser
 
 
 def _add_batch_parser(commands: argparse._SubParsersAction) -> None:

@@ -206,7 +206,7 @@ class StageSpec:
     def check_tensors(self, specs: tuple[TensorSpec, ...], given: dict[str, tuple[tuple[int, ...], str]]) -> None:
         """Raise `StageContractError` unless every tensor of `specs` is in `given` (name ->
         (shape, numpy dtype name)) and fits, a symbolic dimension having one size across them;
-        `CheckedBackend` (runtime/backend.py) checks every stage call of every backend here."""
+        `CheckedBackend` (runtime/backends/stage_backend.py) checks every stage call of every backend here."""
         missing = [spec.name for spec in specs if spec.name not in given]
         if missing:
             raise StageContractError(f"stage {self.name!r}: missing tensors {missing}")

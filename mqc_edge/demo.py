@@ -56,13 +56,13 @@ def run_demo(out_dir: Path, model_dir_of, videos: int, frames: int, size: tuple[
 def _run_first_clip(dataset: RVOSDataset, model_dir: Path, out: Path, threads: int) -> dict:
     """`mqc-edge run` (MQC mode, onnxruntime) on the first clip from its first expression, plus a strip."""
     from mqc_edge.runtime.config import TrackerConfig
-    from mqc_edge.runtime.model_source import load_model_source
+    from mqc_edge.runtime.model_source import load_model
     from mqc_edge.runtime.multi_tracker import MultiTracker
     from mqc_edge.runtime.run import run_video
 
     video = next(v for v in dataset.videos.values() if v.expressions)
     expression = next(iter(video.expressions.values()))
-    source = load_model_source(model_dir, "onnxruntime", threads=threads)
+    source = load_model(model_dir, "onnxruntime", threads=threads)
     tracker = MultiTracker(source.backend, TrackerConfig(mode="mqc"), source.tokenizer, source.text_cache)
     frames = ((name, dataset.read_frame(video.name, name)) for name in video.frames)
     run_video(tracker, frames, out, [{"text": expression.text}], overlay_fps=8.0)

@@ -37,7 +37,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, dict]
 def backends(exported):
     """(torch reference from the export dir, onnxruntime CPU backend of it)."""
     from mqc_edge.export.reference import load_reference
-    from mqc_edge.runtime.backend import load_backend
+    from mqc_edge.runtime.backends.stage_backend import load_backend
 
     out = exported[0]
     return load_reference(out), load_backend("onnxruntime", export_dir=out, threads=1)

@@ -24,7 +24,7 @@ from mqc_edge.data.dataset import RVOSDataset
 from mqc_edge.data.evaluate import evaluate_predictions
 from mqc_edge.errors import ConfigError
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.model_source import load_model_source
+from mqc_edge.runtime.model_source import load_model
 
 METRICS = ("J&F", "J", "F", "J_recall", "F_recall", "J_decay", "F_decay")
 
@@ -73,7 +73,7 @@ def run_accuracy_eval(config: AccuracyEvalConfig) -> dict:
     check_variants(config.variants)
     dataset = RVOSDataset.load(config.dataset, split=config.split)
     needs_model = any(VARIANTS[name].tracker is not None for name in config.variants)
-    source = load_model_source(config.model_dir, config.backend, threads=config.threads) if needs_model else None
+    source = load_model(config.model_dir, config.backend, threads=config.threads) if needs_model else None
     rows = {name: variant_row(config, dataset, name, source) for name in config.variants}
     report = {"model_dir": str(config.model_dir), "dataset": str(config.dataset), "backend": config.backend,
               "videos": len(dataset.videos), "expressions": sum(len(v.expressions) for v in dataset.videos.values()),

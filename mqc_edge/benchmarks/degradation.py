@@ -41,7 +41,7 @@ from mqc_edge.benchmarks.accuracy_eval import VARIANTS, AccuracyEvalConfig, chec
 from mqc_edge.data.dataset import RVOSDataset
 from mqc_edge.data.synth.degrade import KINDS, FrameDegradation, degrade_frame
 from mqc_edge.errors import ConfigError
-from mqc_edge.runtime.model_source import load_model_source
+from mqc_edge.runtime.model_source import load_model
 
 TIMEVARYING = "timevarying"
 SUITE_KINDS = (*KINDS, TIMEVARYING)
@@ -148,7 +148,7 @@ def run_degradation_eval(config: DegradationEvalConfig, log: Callable[[str], Non
     check_variants(accuracy.variants)
     dataset = RVOSDataset.load(accuracy.dataset, split=accuracy.split)
     needs_model = any(VARIANTS[name].tracker is not None for name in accuracy.variants)
-    source = load_model_source(accuracy.model_dir, accuracy.backend, threads=accuracy.threads) if needs_model else None
+    source = load_model(accuracy.model_dir, accuracy.backend, threads=accuracy.threads) if needs_model else None
     report = {"model_dir": str(accuracy.model_dir), "dataset": str(accuracy.dataset), "backend": accuracy.backend,
               "videos": len(dataset.videos), "frames": sum(len(v.frames) for v in dataset.videos.values()),
               "seed": config.seed, "strengths": {kind: list(values) for kind, values in config.strengths},

@@ -26,7 +26,7 @@ from mqc_edge.contract import TRACKING_PROMPT_TOKENS
 from mqc_edge.errors import ConfigError
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.manifest import load_manifest
-from mqc_edge.runtime.model_source import ModelSource, load_model_source
+from mqc_edge.runtime.model_source import ModelSource, load_model
 from mqc_edge.runtime.multi_tracker import MultiTracker
 
 META = "meta-sam2-predictor"
@@ -118,7 +118,7 @@ def interleave(runners: dict[str, Callable[[], ContestantRun]], repeats: int) ->
 def measure(config: BenchConfig, clip: BenchClip, scratch: Path) -> dict[int, dict[str, ContestantResults]]:
     """Per object count, every contestant's passes; models and sessions are loaded once."""
     names = list(config.backends) + (["torch"] if config.vs_pytorch else [])
-    sources = {backend: load_model_source(config.model_dir, backend=backend, threads=config.threads)
+    sources = {backend: load_model(config.model_dir, backend=backend, threads=config.threads)
                for backend in names}
     meta = _meta_predictor(config, scratch) if config.vs_sam2 else None
     frame_size = clip.frames[0].shape[:2]

@@ -34,7 +34,7 @@ from mqc_edge.data.synth import random_scene
 from mqc_edge.data.synth.scene import SceneRenderer
 from mqc_edge.errors import ConfigError, MqcEdgeError
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.model_source import load_model_source
+from mqc_edge.runtime.model_source import load_model
 from mqc_edge.runtime.tracker import Tracker
 
 
@@ -89,7 +89,7 @@ def soak(config: SoakConfig) -> dict:
 
 def _soak_tracker(config: SoakConfig) -> dict:
     """Our Tracker over every frame; the report without Meta's block."""
-    source = load_model_source(config.export_dir, "onnxruntime", threads=config.threads)
+    source = load_model(config.export_dir, "onnxruntime", threads=config.threads)
     mode = config.mode or ("mqc" if source.backend.geometry.mqc is not None else "sam2")
     tracker = Tracker(source.backend, TrackerConfig(mode=mode), source.tokenizer, source.text_cache)
     renderer, box = _synthetic_stream(config)

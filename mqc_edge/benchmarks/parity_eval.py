@@ -30,7 +30,7 @@ from mqc_edge.data.dataset import RVOSDataset, VideoRecord
 from mqc_edge.data.evaluate import evaluate_predictions, prediction_path, read_prediction
 from mqc_edge.errors import ConfigError
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.model_source import ModelSource, load_model_source
+from mqc_edge.runtime.model_source import ModelSource, load_model
 from mqc_edge.runtime.multi_tracker import MultiTracker
 from mqc_edge.runtime.results import FrameResult
 
@@ -143,7 +143,7 @@ def run_parity_eval(config: ParityEvalConfig) -> dict:
     if config.backend == REFERENCE:
         raise ConfigError(f"parity eval backend: compare a graph backend with {REFERENCE}, got {REFERENCE!r}")
     dataset = RVOSDataset.load(config.dataset, split=config.split)
-    sources = {name: load_model_source(config.model_dir, name, threads=config.threads)
+    sources = {name: load_model(config.model_dir, name, threads=config.threads)
                for name in (config.backend, REFERENCE)}
     modes = {mode: _mode_report(config, dataset, mode, sources) for mode in _modes(config, sources.values())}
     report = {

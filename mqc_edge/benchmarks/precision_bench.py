@@ -28,7 +28,7 @@ from mqc_edge.contract import stage_specs
 from mqc_edge.export.inputs import random_inputs
 from mqc_edge.export.precision_gate import tokenizer_of
 from mqc_edge.runtime.manifest import load_manifest
-from mqc_edge.runtime.ort_backend import OrtBackend, _session_options
+from mqc_edge.runtime.backends.ort_backend import OrtBackend, _session_options
 
 
 def stage_timings(exports: list[Path], clip_set: ClipSet, repeats: int, threads: int) -> dict[str, dict[str, float]]:

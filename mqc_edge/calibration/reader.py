@@ -18,7 +18,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from mqc_edge.calibration.clips import PromptedClip
 from mqc_edge.export.inputs import RecordingBackend
 from mqc_edge.export.parity import track_clip
-from mqc_edge.runtime.backend import StageBackend
+from mqc_edge.runtime.backends.stage_backend import StageBackend
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.results import FrameResult
 from mqc_edge.runtime.text import TextTokenizer

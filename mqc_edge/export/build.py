@@ -30,7 +30,7 @@ from mqc_edge.export.precision_gate import (
     GATES, GateThresholds, PrecisionGateError, Runs, format_gate, gate_report, stage_ms, tokenizer_of, track_all,
 )
 from mqc_edge.runtime.manifest import Manifest, load_manifest, sha256_of, write_manifest
-from mqc_edge.runtime.ort_backend import OrtBackend
+from mqc_edge.runtime.backends.ort_backend import OrtBackend
 
 REPORT_NAME = "build_report"
 

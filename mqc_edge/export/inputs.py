@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from mqc_edge.contract import OBJECTS, PROMPT_TOKENS, StageSpec
-from mqc_edge.runtime.backend import Handle, StageBackend
+from mqc_edge.runtime.backends.stage_backend import Handle, StageBackend
 
 EXAMPLE_SIZES = {PROMPT_TOKENS: 3, OBJECTS: 2}
 """Symbolic sizes while tracing and in random parity inputs: prompt_tokens a box (2 corners) +

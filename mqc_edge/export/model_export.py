@@ -32,7 +32,7 @@ from mqc_edge.model.sam2_build import SAM21_CONFIG_NAMES
 from mqc_edge.model.torch_backend import TorchBackend, load
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.manifest import geometry_to_json, sha256_of, signature, write_manifest
-from mqc_edge.runtime.ort_backend import OrtBackend
+from mqc_edge.runtime.backends.ort_backend import OrtBackend
 from mqc_edge.runtime.text import TextTokenizer
 from mqc_edge.runtime.text_cache import read_expressions, write_text_embeddings
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mqc_edge.runtime.backend import StageBackend
+from mqc_edge.runtime.backends.stage_backend import StageBackend
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.results import FrameResult
 from mqc_edge.runtime.text import TextTokenizer

@@ -19,7 +19,7 @@ from mqc_edge.calibration.clips import PromptedClip
 from mqc_edge.calibration.reader import clip_modes, track_prompted
 from mqc_edge.data.metrics import boundary_f, region_similarity
 from mqc_edge.errors import MqcEdgeError
-from mqc_edge.runtime.ort_backend import OrtBackend
+from mqc_edge.runtime.backends.ort_backend import OrtBackend
 from mqc_edge.runtime.results import FrameResult
 from mqc_edge.runtime.text import TextTokenizer
 

@@ -16,7 +16,7 @@ from mqc_edge.atomic import write_atomically
 from mqc_edge.model.checkpoint import save_checkpoint
 from mqc_edge.model.mqc_sam import MQCSAM
 from mqc_edge.model.torch_backend import TorchBackend
-from mqc_edge.runtime.model_source import load_model_source
+from mqc_edge.runtime.model_source import load_model
 
 WEIGHTS_NAME = "weights.safetensors"
 
@@ -33,4 +33,4 @@ def save_weights(model: SAM2Base | MQCSAM, path: Path) -> str:
 
 def load_reference(export_dir: Path, device: str = "cpu") -> TorchBackend:
     """The torch backend of an export directory, resolved as `mqc-edge run DIR --backend torch` does."""
-    return load_model_source(Path(export_dir), "torch", device=device).backend
+    return load_model(Path(export_dir), "torch", device=device).backend

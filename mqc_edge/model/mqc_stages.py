@@ -4,7 +4,7 @@ They wrap the MQC parts of `MQCSAM` (model/mqc_sam.py) with the contract's stati
 that the torch-free Tracker drives MQC mode through the same backend protocol as SAM 2 mode
 and the exporter can trace them: text encoder, text->prompt fusion, DAMI memory attention over
 fixed anchor / FIFO / prototype slots, and the quality head whose small outputs feed the DAMI
-gates on the host (runtime/gates.py).
+gates on the host (runtime/mqc/gates.py).
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class DAMIAttentionStage(nn.Module):
 
 
 class QualityHeadStage(nn.Module):
-    """The small arrays the DAMI gates read (runtime/gates.py): a feature summary and S_robust.
+    """The small arrays the DAMI gates read (runtime/mqc/gates.py): a feature summary and S_robust.
 
     Summary row 0 is the frame's mean feature, row 1 the mean over the predicted target (weights
     = foreground probability pooled to stride 16), so the innovation gate's G_t reacts both to

@@ -2,7 +2,7 @@
 
 Handles are torch tensors on `device`. `TorchExecutor` runs the stages of a plain SAM 2.1 network
 (SAM 2 mode stages) or an `MQCSAM` (SAM 2 mode and MQC stages); `TorchBackend` is it under the
-contract check (runtime/backend.py `CheckedBackend`), so a wrong wiring fails at the stage that
+contract check (runtime/backends/stage_backend.py `CheckedBackend`), so a wrong wiring fails at the stage that
 caused it.
 """
 
@@ -21,7 +21,7 @@ from mqc_edge.errors import ConfigError
 from mqc_edge.model.mqc_sam import MQCSAM
 from mqc_edge.model.sam2_build import SAM21_CONFIG_NAMES, build_sam21, geometry_of
 from mqc_edge.model.stages import build_stages
-from mqc_edge.runtime.backend import CheckedBackend, slot_index
+from mqc_edge.runtime.backends.stage_backend import CheckedBackend, slot_index
 
 
 class TorchExecutor:

@@ -2,7 +2,7 @@
 
 Tasks come from a JSON Lines list (one video and one object's prompt per line) or from an
 RS-RVOS dataset folder (one task per video and expression, the expression as a text prompt).
-Each task is one `mqc-edge run` (`run_from_checkpoint`) into the folder O/<name>: `<video>` for
+Each task is one `mqc-edge run` (`run_model`) into the folder O/<name>: `<video>` for
 a list line, `<video>/<exp_id>` for a dataset expression. A task writes into a hidden temporary
 folder beside O/<name> and renames it into place once every frame and its TASK_RECORD are
 written, so a folder O/<name> that holds TASK_RECORD is a finished task: a second run skips it,
@@ -228,7 +228,7 @@ def run_task(task: BatchTask, settings: BatchSettings, out: Path) -> dict:
     Never raises for a failing video: any error becomes a `failed` entry and its temporary folder
     is removed, so one broken video cannot stop the others (this is the batch's isolation boundary).
     """
-    from mqc_edge.runtime.run import run_from_checkpoint
+    from mqc_edge.runtime.run import run_model
 
     final = Path(out) / task.name
     started = time.perf_counter()
@@ -236,7 +236,7 @@ def run_task(task: BatchTask, settings: BatchSettings, out: Path) -> dict:
     try:
         temporary.mkdir(parents=True)
         with contextlib.redirect_stderr(io.StringIO()):  # each video's frame bar would scramble the batch's bar
-            frames, _ = run_from_checkpoint(checkpoint=settings.model, video=task.video, out_dir=temporary,
+            frames, _ = run_model(model=settings.model, video=task.video, out_dir=temporary,
                                             prompts=[task.prompt], mode=settings.mode, backend=settings.backend,
                                             threads=settings.threads)
         seconds = round(time.perf_counter() - started, 3)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mqc_edge.errors import ConfigError
-from mqc_edge.runtime.gates import GateConfig
-from mqc_edge.runtime.tmcc import TMCCConfig
+from mqc_edge.runtime.mqc.gates import GateConfig
+from mqc_edge.runtime.mqc.tmcc import TMCCConfig
 
 MODES = ("sam2", "mqc")
 ROBUSTNESS_SCORERS = ("learned", "formula")
@@ -24,7 +24,7 @@ class TrackerConfig:
     multimask_max_points: int = 1  # sam2.1_hiera_*.yaml multimask_max_pt_num
     binarize_prompted_memory: bool = True  # build_sam.py override binarize_mask_from_pts_for_mem_enc
     tmcc: TMCCConfig | None = field(default_factory=TMCCConfig)  # None: no calibration, no start-up delay
-    gates: GateConfig = field(default_factory=GateConfig)  # DAMI write gates (runtime/gates.py)
+    gates: GateConfig = field(default_factory=GateConfig)  # DAMI write gates (runtime/mqc/gates.py)
     robustness: str = "learned"  # S_robust: the model's trained scorer, or gates.robustness_score's formula
 
     def __post_init__(self) -> None:

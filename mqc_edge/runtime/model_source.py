@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from mqc_edge.errors import ConfigError
-from mqc_edge.runtime.backend import StageBackend, load_backend
+from mqc_edge.runtime.backends.stage_backend import StageBackend, load_backend
 from mqc_edge.runtime.manifest import MANIFEST_NAME, Manifest, load_manifest
 from mqc_edge.runtime.text import TextTokenizer
 from mqc_edge.runtime.text_cache import load_text_embeddings
@@ -29,17 +29,17 @@ class ModelSource:
     description: str  # one line for the user: file, kind, parts that start untrained
 
 
-def load_model_source(
-    checkpoint: Path,
+def load_model(
+    model: Path,
     backend: str = "torch",
     model_config: str | None = None,
     image_size: int | None = None,
     device: str = "cpu",
     threads: int | None = None,
 ) -> ModelSource:
-    """Load `checkpoint` (mqc-edge .safetensors, or Meta's SAM 2.1 .pt / .safetensors with
+    """Load `model` (mqc-edge .safetensors, or Meta's SAM 2.1 .pt / .safetensors with
     `model_config` and `image_size`, or an `mqc-edge export` directory) on the named backend."""
-    checkpoint = Path(checkpoint)
+    checkpoint = Path(model)
     manifest: Manifest | None = None
     if not (checkpoint / MANIFEST_NAME).is_file():
         if backend != "torch":

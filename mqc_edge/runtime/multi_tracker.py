@@ -6,7 +6,7 @@ attention, decoder, memory encoder; TMCC and the gates on the host). The objects
 `Tracker`'s batch (`start_objects`, `step_objects`, `finish_objects`), each object with its own
 state (memory bank, TMCC start-up, gate statistics), so K objects give the results of K separate
 Trackers. In SAM 2 mode a tracking frame runs each per-object stage once for all K objects
-(runtime/sam2_mode.py, the contract's `objects` dimension); the prompted frame and MQC mode
+(runtime/sam2/mode.py, the contract's `objects` dimension); the prompted frame and MQC mode
 (DAMI's stage takes one object) run per object. A result's `timings_ms` are its object's share:
 a stage run once for K objects counts 1/K of its time to each, so summing over the objects
 gives the frame's stage times.
@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from mqc_edge.errors import PromptError
-from mqc_edge.runtime.backend import StageBackend
+from mqc_edge.runtime.backends.stage_backend import StageBackend
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.results import FrameResult
 from mqc_edge.runtime.text import TextTokenizer

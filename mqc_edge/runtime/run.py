@@ -158,8 +158,8 @@ def _describe(prompt: Mapping[str, object]) -> dict[str, object]:
     return described
 
 
-def run_from_checkpoint(
-    checkpoint: Path,
+def run_model(
+    model: Path,
     video: Path,
     out_dir: Path,
     prompts: Sequence[Mapping[str, object]],
@@ -172,14 +172,15 @@ def run_from_checkpoint(
     overlay_fps: float | None = None,
     frame_format: FrameFormat | None = None,
 ) -> tuple[int, str]:
-    """`mqc-edge run`: load the model, stream the video's frames through one Tracker per object
-    (the image encoder shared), write the outputs with a progress bar. Returns frames written
-    and the model's description. `frame_format` (default `FrameFormat()`) says how raw pixels
-    become 8-bit RGB: white point, GeoTIFF bands and stretch."""
+    """`mqc-edge run`: load `model` (a checkpoint or an `mqc-edge export` directory), stream the
+    video's frames through one Tracker per object (the image encoder shared), write the outputs
+    with a progress bar. Returns frames written and the model's description. `frame_format`
+    (default `FrameFormat()`) says how raw pixels become 8-bit RGB: white point, GeoTIFF bands and
+    stretch."""
     from mqc_edge.data.frames import frame_count, iter_frames
-    from mqc_edge.runtime.model_source import load_model_source
+    from mqc_edge.runtime.model_source import load_model
 
-    source = load_model_source(checkpoint, backend, model_config, image_size, threads=threads)
+    source = load_model(model, backend, model_config, image_size, threads=threads)
     tracker = MultiTracker(source.backend, TrackerConfig(mode=mode), tokenizer=source.tokenizer,
                            text_cache=source.text_cache)
     frame_format = frame_format or FrameFormat()

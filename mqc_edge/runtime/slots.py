@@ -1,7 +1,7 @@
 """Fixed memory slots: buffers preallocated inside the backend, the frame each slot holds on the host.
 
-What both memory banks share (runtime/memory.py: SAM 2's conditioning slot and ring of recent
-frames; runtime/dami_memory.py: DAMI's anchor, FIFO and prototypes). A bank is bound to its
+What both memory banks share (runtime/sam2/memory_bank.py: SAM 2's conditioning slot and ring of recent
+frames; runtime/mqc/dami_memory.py: DAMI's anchor, FIFO and prototypes). A bank is bound to its
 backend when it is made and decides itself which slot a frame overwrites (Cutie's
 `MemoryManager`: memory decides how to store and evict, the step only whether), so the step
 and the gates hand it a frame and nothing else. Nothing here grows with the video.
@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from mqc_edge.errors import ConfigError
-from mqc_edge.runtime.backend import Handle, StageBackend
+from mqc_edge.runtime.backends.stage_backend import Handle, StageBackend
 
 EMPTY = -1
 """Frame index of a slot that holds nothing yet."""

@@ -1,6 +1,6 @@
 """How the Tracker calls each stage: host arrays in, handles out, every call timed.
 
-Shared by SAM 2 mode (runtime/sam2_mode.py) and MQC mode (runtime/mqc_mode.py), so that both
+Shared by SAM 2 mode (runtime/sam2/mode.py) and MQC mode (runtime/mqc/mode.py), so that both
 modes prompt, decode, encode memory and build results the same way, with the header their
 per-object states share (`StateHeader`). Torch-free.
 """
@@ -15,7 +15,7 @@ import numpy as np
 
 from mqc_edge.contract import TRACKING_PROMPT_TOKENS, stage_specs
 from mqc_edge.errors import ConfigError, PromptError
-from mqc_edge.runtime.backend import Handle, StageBackend
+from mqc_edge.runtime.backends.stage_backend import Handle, StageBackend
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.postprocess import fill_holes, upsample_logits
 from mqc_edge.runtime.preprocess import preprocess_frame

@@ -14,7 +14,7 @@ import numpy as np
 from mqc_edge.atomic import write_atomically
 from mqc_edge.contract import stage_specs
 from mqc_edge.errors import ConfigError, PromptError
-from mqc_edge.runtime.backend import StageBackend
+from mqc_edge.runtime.backends.stage_backend import StageBackend
 from mqc_edge.runtime.text import TextTokenizer
 
 TEXTS_KEY = "texts"

@@ -3,9 +3,9 @@ as they are ready.
 
 Written once, torch-free, for every backend (DESIGN sections 3 and 5). The mode is chosen once,
 here, and both modes have the same verbs over the K objects' states (`start`, `step`, `flush`):
-"sam2" (runtime/sam2_mode.py) is SAM 2's video inference (sam2_video_predictor.py
+"sam2" (runtime/sam2/mode.py) is SAM 2's video inference (sam2_video_predictor.py
 `add_new_points_or_box` / `add_new_mask`, `propagate_in_video`) with memory in fixed slots
-(runtime/memory.py), one result per call; "mqc" (runtime/mqc_mode.py) holds frame 0 back until
+(runtime/sam2/memory_bank.py), one result per call; "mqc" (runtime/mqc/mode.py) holds frame 0 back until
 TMCC's window is full, so `start` and `step` return what is ready (possibly nothing) and
 `finish` flushes the rest. The image encoder runs once per frame for all objects, since it does
 not depend on the prompt. One object is a batch of one: `start` / `step` / `finish` are
@@ -21,12 +21,12 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from mqc_edge.errors import BadFrameError, ConfigError, PromptError
-from mqc_edge.runtime.backend import StageBackend
+from mqc_edge.runtime.backends.stage_backend import StageBackend
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.mqc_mode import MQCMode, MQCState
+from mqc_edge.runtime.mqc.mode import MQCMode, MQCState
 from mqc_edge.runtime.preprocess import check_frame
 from mqc_edge.runtime.results import FrameResult
-from mqc_edge.runtime.sam2_mode import SAM2Mode, SAM2State
+from mqc_edge.runtime.sam2.mode import SAM2Mode, SAM2State
 from mqc_edge.runtime.stage_calls import StageCalls
 from mqc_edge.runtime.text import TextSource, TextTokenizer
 

@@ -2,7 +2,7 @@
 
 The stage modules are the ones the exporter traces and the torch backend runs
 (`model/stages.py`, `model/mqc_stages.py`), and the memory bookkeeping is the runtime's own
-(`runtime/memory.py` for SAM 2 mode, `runtime/dami_memory.py` and `runtime/gates.py` for MQC
+(`runtime/sam2/memory_bank.py` for SAM 2 mode, `runtime/mqc/dami_memory.py` and `runtime/mqc/gates.py` for MQC
 mode): which slot a frame enters, which it evicts, what the gates decide. Only the storage
 differs: autograd forbids writing into a tensor an earlier frame's attention read, so a bank
 buffer here is a table of slot tensors stacked anew for every read (`SlotBuffer`). The gates
@@ -26,14 +26,14 @@ from mqc_edge.model.mqc_stages import build_mqc_stages, mqc_geometry_of
 from mqc_edge.model.sam2_build import geometry_of
 from mqc_edge.model.stages import build_stages
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.dami_memory import new_dami_bank
-from mqc_edge.runtime.gates import (
+from mqc_edge.runtime.mqc.dami_memory import new_dami_bank
+from mqc_edge.runtime.mqc.gates import (
     assess_ambiguity,
     new_innovation_state,
     should_register_prototype,
     update_innovation_gate,
 )
-from mqc_edge.runtime.memory import new_memory_bank
+from mqc_edge.runtime.sam2.memory_bank import new_memory_bank
 from mqc_edge.runtime.prompts import PointPrompt, point_prompt
 
 

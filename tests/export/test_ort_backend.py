@@ -13,9 +13,9 @@ import pytest
 from mqc_edge.contract import OBJECTS
 from mqc_edge.errors import ConfigError, ManifestMismatchError, StageContractError
 from mqc_edge.export.inputs import random_inputs
-from mqc_edge.runtime.backend import load_backend
+from mqc_edge.runtime.backends.stage_backend import load_backend
 from mqc_edge.runtime.manifest import MANIFEST_NAME
-from mqc_edge.runtime.ort_backend import OrtBackend
+from mqc_edge.runtime.backends.ort_backend import OrtBackend
 
 
 def _copy_of(exported: tuple, tmp_path: Path) -> Path:

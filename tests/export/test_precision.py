@@ -15,7 +15,7 @@ from mqc_edge.export.build import BuildConfig, build_precision
 from mqc_edge.export.precision import FP16_ISLANDS, to_fp16, write_int8
 from mqc_edge.export.precision_gate import GateThresholds, PrecisionGateError, tokenizer_of
 from mqc_edge.runtime.manifest import load_manifest
-from mqc_edge.runtime.ort_backend import OrtBackend
+from mqc_edge.runtime.backends.ort_backend import OrtBackend
 
 CALIBRATION = ClipSet(clips=1, frames=3, seed=CALIBRATION_SEED)
 GATE_CLIPS = ClipSet(clips=1, frames=4)

@@ -5,7 +5,7 @@ import pytest
 
 from mqc_edge.errors import PromptError
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.model_source import load_model_source
+from mqc_edge.runtime.model_source import load_model
 from mqc_edge.runtime.tracker import Tracker
 
 from suite_helpers import EXPRESSIONS, CountingBackend
@@ -16,7 +16,7 @@ def _frame(seed: int) -> np.ndarray:
 
 
 def test_known_text_runs_from_the_cache_and_equals_the_tokenized_path(exported):
-    source = load_model_source(exported[0], backend="onnxruntime", threads=1)
+    source = load_model(exported[0], backend="onnxruntime", threads=1)
     assert source.text_cache is not None and EXPRESSIONS[0] in source.text_cache
     config = TrackerConfig(mode="mqc")
     on_board = CountingBackend(source.backend)
@@ -37,7 +37,7 @@ def test_known_text_runs_from_the_cache_and_equals_the_tokenized_path(exported):
 
 
 def test_unknown_text_without_tokenizer_names_the_stored_texts(exported):
-    source = load_model_source(exported[0], backend="onnxruntime", threads=1)
+    source = load_model(exported[0], backend="onnxruntime", threads=1)
     tracker = Tracker(source.backend, TrackerConfig(mode="mqc"), tokenizer=None, text_cache=source.text_cache)
     with pytest.raises(PromptError, match="'the red car': not among the 2 precomputed texts"):
         tracker.start(_frame(0), text="the red car")

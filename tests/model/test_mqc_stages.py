@@ -14,7 +14,7 @@ from mqc_edge.contract import PROMPT_TOKENS
 from mqc_edge.model.torch_backend import TorchBackend
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.text import TextTokenizer
-from mqc_edge.runtime.tmcc import TMCCConfig
+from mqc_edge.runtime.mqc.tmcc import TMCCConfig
 from mqc_edge.runtime.tracker import Tracker
 
 HEIGHT, WIDTH = 96, 128

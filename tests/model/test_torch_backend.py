@@ -10,7 +10,7 @@ from mqc_edge.export.inputs import random_inputs
 from mqc_edge.errors import StageContractError
 from mqc_edge.model.sam2_build import build_sam21
 from mqc_edge.model.torch_backend import TorchBackend
-from mqc_edge.runtime.backend import load_backend
+from mqc_edge.runtime.backends.stage_backend import load_backend
 
 IMAGE_SIZE = 128
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mqc_edge.contract import ModelGeometry, MQCGeometry, stage_specs
-from mqc_edge.runtime.backend import slot_index
+from mqc_edge.runtime.backends.stage_backend import slot_index
 
 FAKE_GEOMETRY = ModelGeometry(image_size=64, hidden_dim=32, mem_dim=8, mqc=MQCGeometry(text_tokens=8))
 

@@ -10,7 +10,7 @@ import pytest
 
 from mqc_edge.contract import ModelGeometry, StageSpec, TensorSpec
 from mqc_edge.errors import StageContractError
-from mqc_edge.runtime.backend import CheckedBackend, slot_index
+from mqc_edge.runtime.backends.stage_backend import CheckedBackend, slot_index
 
 from suite_helpers import EXPRESSIONS
 
@@ -88,7 +88,7 @@ def test_a_missing_input_names_it() -> None:
 
 def _io_binding_on_cpu(export_dir):
     """onnxruntime's IO-binding strategy with OrtValues in host memory: the device path, testable without a GPU."""
-    from mqc_edge.runtime.ort_backend import OrtIoBinding
+    from mqc_edge.runtime.backends.ort_backend import OrtIoBinding
 
     class HostIoBinding(OrtIoBinding):
         memory = "cpu"
@@ -123,9 +123,9 @@ def test_io_binding_moves_tensors_as_the_cpu_path_does(exported) -> None:
 def test_a_tracker_on_io_binding_equals_one_on_the_cpu_path(exported, backends, mode: str, prompt: dict) -> None:
     from mqc_edge.export.parity import track_clip
     from mqc_edge.runtime.config import TrackerConfig
-    from mqc_edge.runtime.model_source import load_model_source
+    from mqc_edge.runtime.model_source import load_model
 
-    tokenizer = load_model_source(exported[0], backend="onnxruntime", threads=1).tokenizer
+    tokenizer = load_model(exported[0], backend="onnxruntime", threads=1).tokenizer
     frames = [np.random.default_rng(seed).integers(0, 255, (96, 128, 3), dtype=np.uint8) for seed in range(4)]
     config = TrackerConfig(mode=mode)
     want = track_clip(backends[1], frames, config, tokenizer, **prompt)

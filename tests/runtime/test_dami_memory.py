@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mqc_edge.errors import ConfigError
-from mqc_edge.runtime.dami_memory import EMPTY, choose_prototype_to_evict, new_dami_bank, recency_rank
+from mqc_edge.runtime.mqc.dami_memory import EMPTY, choose_prototype_to_evict, new_dami_bank, recency_rank
 
 
 def _value(backend, name: str, fill: float) -> np.ndarray:

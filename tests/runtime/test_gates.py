@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mqc_edge.errors import ConfigError, ManifestMismatchError
-from mqc_edge.runtime import gates
-from mqc_edge.runtime.gates import GateConfig
+from mqc_edge.runtime.mqc import gates
+from mqc_edge.runtime.mqc.gates import GateConfig
 
 
 def _features(rng: np.random.Generator, shape: tuple[int, ...] = (8, 8, 16)) -> np.ndarray:
@@ -152,6 +152,6 @@ def test_config_rejects_out_of_range_values() -> None:
 
 
 def test_imports_without_torch() -> None:
-    code = "import sys; sys.modules['torch'] = None; import mqc_edge.runtime.gates"
+    code = "import sys; sys.modules['torch'] = None; import mqc_edge.runtime.mqc.gates"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from mqc_edge.contract import ModelGeometry, TensorSpec
-from mqc_edge.runtime.backend import slot_index
-from mqc_edge.runtime.memory import EMPTY, new_memory_bank
+from mqc_edge.runtime.backends.stage_backend import slot_index
+from mqc_edge.runtime.sam2.memory_bank import EMPTY, new_memory_bank
 
 GEOMETRY = ModelGeometry(image_size=64)
 

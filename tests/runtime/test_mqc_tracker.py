@@ -12,9 +12,9 @@ import pytest
 from mqc_edge.benchmarks.memory import state_array_bytes
 from mqc_edge.errors import ConfigError, PromptError
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.dami_memory import EMPTY
+from mqc_edge.runtime.mqc.dami_memory import EMPTY
 from mqc_edge.runtime.text import TextTokenizer
-from mqc_edge.runtime.tmcc import TMCCConfig
+from mqc_edge.runtime.mqc.tmcc import TMCCConfig
 from mqc_edge.runtime.tracker import Tracker
 
 HEIGHT, WIDTH = 48, 64

@@ -11,7 +11,7 @@ from mqc_edge.errors import BadFrameError, PromptError
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.multi_tracker import MultiTracker
 from mqc_edge.runtime.text import TextTokenizer
-from mqc_edge.runtime.tmcc import TMCCConfig
+from mqc_edge.runtime.mqc.tmcc import TMCCConfig
 from mqc_edge.runtime.tracker import Tracker
 
 HEIGHT, WIDTH = 96, 128

@@ -82,7 +82,7 @@ def test_cli_run_exits_2_in_one_line_and_keeps_the_outputs(fake_backend, truncat
     from mqc_edge.runtime import model_source
 
     source = SimpleNamespace(backend=fake_backend, tokenizer=None, text_cache=None, description="fake")
-    monkeypatch.setattr(model_source, "load_model_source", lambda *args, **kwargs: source)
+    monkeypatch.setattr(model_source, "load_model", lambda *args, **kwargs: source)
     out = tmp_path / "out"
     code = cli.main(["run", "--checkpoint", str(tmp_path / "model.safetensors"), "--mode", "sam2",
                      "--video", str(truncated_avi), "--out", str(out), "--box", "4", "4", "20", "16"])

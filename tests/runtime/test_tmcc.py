@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mqc_edge.errors import BadFrameError, ConfigError
-from mqc_edge.runtime.tmcc import TMCCConfig, calibrate
+from mqc_edge.runtime.mqc.tmcc import TMCCConfig, calibrate
 
 SIZE = 128
 TARGET = 20  # target side (px)
@@ -170,6 +170,6 @@ def test_config_requires_beta_above_alpha() -> None:
 
 
 def test_imports_without_torch() -> None:
-    code = "import sys; sys.modules['torch'] = None; import mqc_edge.runtime.tmcc"
+    code = "import sys; sys.modules['torch'] = None; import mqc_edge.runtime.mqc.tmcc"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert completed.returncode == 0, completed.stderr

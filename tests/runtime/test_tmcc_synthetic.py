@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mqc_edge.data.synth import SceneSpec, TargetSpec, render_video
-from mqc_edge.runtime.tmcc import calibrate
+from mqc_edge.runtime.mqc.tmcc import calibrate
 
 SIZE = 256
 FRAMES = 9

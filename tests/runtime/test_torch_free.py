@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 RUNTIME_MODULES = [
-    "backend", "config", "dami_memory", "manifest", "memory", "model_source", "mqc_mode", "multi_tracker", "ort_backend",
-    "postprocess", "preprocess", "prompts", "results", "run", "slots", "stage_calls", "text", "text_cache",
-    "tracker", "trt_backend", "batch", "geo_outputs",
+    "backends.stage_backend", "backends.ort_backend", "backends.trt_backend", "config", "manifest", "model_source",
+    "mqc.mode", "mqc.dami_memory", "mqc.gates", "mqc.tmcc", "multi_tracker", "postprocess", "preprocess", "prompts",
+    "results", "run", "sam2.mode", "sam2.memory_bank", "slots", "stage_calls", "text", "text_cache", "tracker",
+    "batch", "geo_outputs",
 ]
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mqc_edge.errors import BadFrameError, ConfigError, PromptError
-from mqc_edge.runtime.backend import load_backend
+from mqc_edge.runtime.backends.stage_backend import load_backend
 from mqc_edge.runtime.tracker import Tracker, TrackerConfig
 
 FRAME = np.random.default_rng(0).integers(0, 255, size=(90, 120, 3), dtype=np.uint8)

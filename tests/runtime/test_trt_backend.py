@@ -6,8 +6,8 @@ import pytest
 
 from mqc_edge.cli import main
 from mqc_edge.errors import ConfigError
-from mqc_edge.runtime import trt_backend
-from mqc_edge.runtime.backend import load_backend
+from mqc_edge.runtime.backends import trt_backend
+from mqc_edge.runtime.backends.stage_backend import load_backend
 
 
 def test_missing_packages_are_named_with_the_working_alternative(monkeypatch, tmp_path) -> None:

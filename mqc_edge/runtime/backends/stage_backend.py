@@ -25,10 +25,10 @@ Handle = Any
 
 BACKEND_MODULES = {
     "torch": "mqc_edge.model.torch_backend",
-    "onnxruntime": "mqc_edge.runtime.ort_backend",
-    "onnxruntime-cuda": "mqc_edge.runtime.ort_backend:load_cuda",
-    "onnxruntime-trt": "mqc_edge.runtime.ort_backend:load_tensorrt",
-    "tensorrt": "mqc_edge.runtime.trt_backend",
+    "onnxruntime": "mqc_edge.runtime.backends.ort_backend",
+    "onnxruntime-cuda": "mqc_edge.runtime.backends.ort_backend:load_cuda",
+    "onnxruntime-trt": "mqc_edge.runtime.backends.ort_backend:load_tensorrt",
+    "tensorrt": "mqc_edge.runtime.backends.trt_backend",
 }
 """Backend name -> "module" with a `load(**options) -> CheckedBackend` function, or "module:function"."""
 

@@ -4,7 +4,7 @@
 Memory that stores every frame also stores every drift and every confusion with a look-alike;
 these gates keep the short-term bank for frames that bring something new and the prototype bank
 for frames segmented well while the decoder was in doubt. They only decide: where a frame goes
-in a bank and what it evicts is the bank's (runtime/dami_memory.py), and the memory encoder
+in a bank and what it evicts is the bank's (runtime/mqc/dami_memory.py), and the memory encoder
 stage weights a write by sigmoid(logits), as SAM 2 does. Torch-free and shape-agnostic: the
 features are the small summaries the stage graphs hand out (pooled [C] or low-resolution
 [h, w, C]); the torch pipeline and training call the same functions on detached values.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mqc_edge.contract import OBJECTS, stage_specs
-from mqc_edge.runtime.backend import Handle, StageBackend
+from mqc_edge.runtime.backends.stage_backend import Handle, StageBackend
 from mqc_edge.runtime.slots import EMPTY, SlotBank, choose_fifo_to_evict, empty_frames
 
 

@@ -4,7 +4,7 @@ bookkeeping on the host (CroBIM-V DAMI; DESIGN section 5 steps 3-4).
 Slots are ordered anchor, FIFO, prototypes (`contract.MemorySplit`, stage `dami_attention`),
 memory and pointer slots alike. The anchor is written once, from frame 0 and its calibrated
 mask, and never evicted; the FIFO overwrites its oldest write; a prototype replaces the
-lowest-scored one, and only when it scores higher. The gates (runtime/gates.py) decide whether
+lowest-scored one, and only when it scores higher. The gates (runtime/mqc/gates.py) decide whether
 a frame enters a bank; the bank decides where. Nothing here grows with the video: the buffers
 are allocated once with the stage's static shapes.
 """
@@ -19,7 +19,7 @@ import numpy as np
 
 from mqc_edge.contract import MemorySplit, stage_specs
 from mqc_edge.errors import ConfigError
-from mqc_edge.runtime.backend import Handle, StageBackend
+from mqc_edge.runtime.backends.stage_backend import Handle, StageBackend
 from mqc_edge.runtime.slots import EMPTY, SlotBank, choose_fifo_to_evict, empty_frames
 
 

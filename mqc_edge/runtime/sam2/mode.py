@@ -4,7 +4,7 @@
 (SAM 2's `_run_memory_encoder` on the prompt's binarized mask). `step` is SAM 2's `track_step`
 on a frame after the prompted one: memory attention over the object's slots, the decoder with
 the 'no point' tracking prompt, then the memory encoder on the new mask, whose output replaces
-the oldest ring slot (runtime/memory.py). The K objects run each tracking stage once as a batch
+the oldest ring slot (runtime/sam2/memory_bank.py). The K objects run each tracking stage once as a batch
 (the contract's `objects` dimension): their banks are concatenated on the way in and the
 outputs split on the way out, so K objects give the results of K single-object steps while the
 per-object stages pay their fixed costs once. One object is the batch of one, with no copies
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mqc_edge.runtime.backend import Handle
-from mqc_edge.runtime.memory import MemoryBank, new_memory_bank
+from mqc_edge.runtime.backends.stage_backend import Handle
+from mqc_edge.runtime.sam2.memory_bank import MemoryBank, new_memory_bank
 from mqc_edge.runtime.results import FrameResult
 from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls, StateHeader, Timings
 

@@ -18,7 +18,7 @@ import onnxruntime as ort
 
 from mqc_edge.contract import StageSpec, TensorSpec, stage_specs
 from mqc_edge.errors import ConfigError
-from mqc_edge.runtime.backend import CheckedBackend, Handle, slot_index
+from mqc_edge.runtime.backends.stage_backend import CheckedBackend, Handle, slot_index
 from mqc_edge.runtime.manifest import load_manifest
 
 CPU = "CPUExecutionProvider"

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mqc_edge.runtime.backend import Handle
-from mqc_edge.runtime.dami_memory import DAMIBank, new_dami_bank
-from mqc_edge.runtime.gates import (
+from mqc_edge.runtime.backends.stage_backend import Handle
+from mqc_edge.runtime.mqc.dami_memory import DAMIBank, new_dami_bank
+from mqc_edge.runtime.mqc.gates import (
     InnovationGateState,
     assess_ambiguity,
     foreground_probability,
@@ -29,7 +29,7 @@ from mqc_edge.runtime.gates import (
 from mqc_edge.runtime.postprocess import upsample_logits
 from mqc_edge.runtime.results import FrameResult
 from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls, StateHeader, Timings
-from mqc_edge.runtime.tmcc import TMCCResult, calibrate
+from mqc_edge.runtime.mqc.tmcc import TMCCResult, calibrate
 
 
 @dataclass

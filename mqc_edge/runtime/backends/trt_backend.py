@@ -3,7 +3,7 @@
 The engines themselves come with the precision issue (`mqc-edge build`: FP16 islands, INT8 Q/DQ);
 until then this module names what a host lacks, so `--backend tensorrt` fails in one line that
 says what to install or what to use instead. `onnxruntime-trt` (onnxruntime's TensorRT execution
-provider, runtime/ort_backend.py) runs the exported graphs on TensorRT today.
+provider, runtime/backends/ort_backend.py) runs the exported graphs on TensorRT today.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from mqc_edge.errors import ConfigError
-from mqc_edge.runtime.backend import CheckedBackend
+from mqc_edge.runtime.backends.stage_backend import CheckedBackend
 
 REQUIRED_MODULES = {"tensorrt": "tensorrt", "cuda.bindings.runtime": "cuda-python"}
 """Module the native backend imports -> the package that installs it (extra `gpu`; cuda-python >= 12.6
