@@ -28,7 +28,7 @@ from mqc_edge.contract import stage_specs
 from mqc_edge.export.inputs import random_inputs
 from mqc_edge.export.precision_gate import tokenizer_of
 from mqc_edge.runtime.manifest import load_manifest
-from mqc_edge.runtime.backends.ort_backend import OrtBackend, _session_options
+from mqc_edge.runtime.backends.ort_backend import OrtBackend, session_options
 
 
 def stage_timings(exports: list[Path], clip_set: ClipSet, repeats: int, threads: int) -> dict[str, dict[str, float]]:
@@ -58,7 +58,7 @@ def cpu_kernels(export_dir: Path, threads: int, runs: int = 6) -> dict[str, dict
     for index, (name, entry) in enumerate(manifest.content["stages"].items()):
         spec_inputs = random_inputs(specs[name], seed=index)
         with tempfile.TemporaryDirectory() as scratch:
-            options = _session_options(threads)
+            options = session_options(threads)
             options.enable_profiling = True
             options.profile_file_prefix = str(Path(scratch) / name)
             session = ort.InferenceSession(str(manifest.stage_file(name)), options, providers=["CPUExecutionProvider"])

@@ -42,11 +42,22 @@ def geometry_from_json(values: dict[str, Any]) -> ModelGeometry:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """Hex SHA-256 of a file's bytes. Remembered per process while the file's inode, size, mtime
+    and ctime stay the same (any write changes ctime), so an export verified when `default` is
+    resolved is not read again when its backend loads (0.55 s for the default's 155 MB)."""
+    status = Path(path).stat()
+    key = (str(Path(path).resolve()), status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
+"""sha256_of's memo: (resolved path, inode, size, mtime_ns, ctime_ns) -> hex digest."""
 
 
 def write_manifest(root: Path, content: dict[str, Any]) -> None:

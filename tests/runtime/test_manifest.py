@@ -22,3 +22,20 @@ def test_geometry_and_signatures_survive_json(geometry: ModelGeometry) -> None:
 def test_a_folder_without_manifest_is_not_an_export(tmp_path) -> None:
     with pytest.raises(ManifestMismatchError, match="manifest.json: no such file; expected an `mqc-edge export`"):
         load_manifest(tmp_path)
+
+
+def test_a_file_rewritten_in_place_is_hashed_anew(tmp_path) -> None:
+    """sha256_of remembers a digest per process; a same-size rewrite, even with its mtime put back,
+    must not be served the old one."""
+    import os
+
+    from mqc_edge.runtime.manifest import sha256_of
+
+    path = tmp_path / "stage.onnx"
+    path.write_bytes(b"a" * 64)
+    before = sha256_of(path)
+    stamp = path.stat()
+    path.write_bytes(b"b" * 64)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert sha256_of(path) != before
+    assert sha256_of(path) == sha256_of(path)

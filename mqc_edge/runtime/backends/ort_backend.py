@@ -49,7 +49,7 @@ class OrtExecutor:
             self.manifest.require_version("onnxruntime", ort.__version__)
         self.geometry = self.manifest.geometry
         self.tokenizer_file = self.manifest.file("tokenizer")
-        options = _session_options(threads)
+        options = session_options(threads)
         self.sessions = {
             name: ort.InferenceSession(str(self.manifest.stage_file(name)), options, providers=list(PROVIDERS[device]))
             for name in stage_specs(self.geometry)
@@ -141,7 +141,7 @@ class OrtBackend(CheckedBackend):
         self.sessions, self.manifest = executor.sessions, executor.manifest
 
 
-def _session_options(threads: int) -> ort.SessionOptions:
+def session_options(threads: int) -> ort.SessionOptions:
     """Stages run one after another, so parallelism is inside an operator only.
 
     Spinning is off: every session owns a thread pool, and a pool that busy-waits after its
