@@ -183,10 +183,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         model=model, video=args.video, out_dir=args.out, prompts=args.prompts, mode=args.mode,
         backend=backend, model_config=args.model_config, image_size=args.image_size,
         save_logits=args.save_logits, threads=args.threads, overlay_fps=args.overlay_fps if args.overlay else None,
-        frame_format=frame_format,
+        frame_format=frame_format, roi=_roi_config(args),
     )
     print(f"{description}\nwrote {count} frames to {args.out}", file=sys.stderr)
     return 0
+
+
+def _roi_config(args: argparse.Namespace):
+    """`run --roi auto`'s RoiConfig, or None for `--roi off`."""
+    from mqc_edge.runtime.roi import RoiConfig
+
+    if args.roi == "off":
+        return None
+    return RoiConfig(max_target_px=args.roi_max_target, context=args.roi_context, min_side=args.roi_min_side)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -239,7 +248,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         model_dir=_model_path(args.model_dir), out_dir=args.out, backends=tuple(args.backends), vs_pytorch=args.vs_pytorch,
         vs_sam2=args.vs_sam2, modes=tuple(args.modes), objects=tuple(args.objects), frames=args.frames, repeats=args.repeats, threads=args.threads,
         video=args.video, box=tuple(args.box) if args.box else None, clip_size=args.clip_size, seed=args.seed,
-        device_peak=args.device_peak,
+        device_peak=args.device_peak, device=args.device, precision=args.precision,
     )
     print(markdown(run_benchmark(config)))
     print(f"wrote {args.out / 'report.json'}, report.md and plots", file=sys.stderr)
@@ -334,6 +343,18 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return 1 if report["failed"] else 0
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from functools import partial
+
+    from mqc_edge.doctor import default_fp16_export, run_doctor
+
+    model = _model_path(args.model)
+    log = partial(print, file=sys.stderr)
+    fp16_dir_of = partial(default_fp16_export, model, args.threads, log) if str(args.model) == "default" else None
+    return run_doctor(model, fp16_dir_of, frames=args.frames, threads=args.threads,
+                      rebuild_engines=args.rebuild_engines, err=log)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mqc-edge", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -347,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_parser(commands)
     _add_batch_parser(commands)
     _add_train_parser(commands)
+    _add_doctor_parser(commands)
     return parser
 
 
@@ -444,6 +466,15 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--overlay", action="store_true", help="also write O/overlay.mp4 (every object's mask tinted)")
     run.add_argument("--overlay-fps", type=float, default=10.0, help="frame rate of overlay.mp4")
     run.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
+    run.add_argument("--roi", choices=("auto", "off"), default="off",
+                     help="auto: track each tiny object (box or mask start) on square crops around it, zoomed to the "
+                          "model size (ROS-SAM; docs/architecture.md); text starts are refused")
+    run.add_argument("--roi-max-target", type=float, default=16.0, metavar="PX",
+                     help="with --roi auto: crop an object whose frame-0 box's larger side is at most PX model px")
+    run.add_argument("--roi-context", type=float, default=8.0, metavar="K",
+                     help="with --roi auto: crop side = K x the frame-0 box's larger side, fixed for the video")
+    run.add_argument("--roi-min-side", type=_positive_int, default=128, metavar="PX",
+                     help="with --roi auto: smallest crop side, frame px")
     run.set_defaults(handler=_cmd_run)
 
 
@@ -500,6 +531,9 @@ def _add_bench_parser(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--clip-size", type=int, default=480, help="side of the synthetic clip, px")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--device-peak", type=_peak, default=None, help="GFLOPS,GBps (default: measured MatMul peak)")
+    bench.add_argument("--device", default="cpu", help="torch device of --vs-pytorch / torch and --vs-sam2: cpu, cuda, cuda:N")
+    bench.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16"), default="fp32",
+                       help="of the torch contestant and Meta's predictor (tf32 needs CUDA)")
     bench.set_defaults(handler=_cmd_bench)
 
 
@@ -552,6 +586,18 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--checkpoint-minutes", type=float, default=None, help="default 5")
     train.add_argument("--validate-every", type=int, default=None, help="steps between validation J&F (default 250; 0: never)")
     train.set_defaults(handler=_cmd_train)
+
+
+def _add_doctor_parser(commands: argparse._SubParsersAction) -> None:
+    doctor = commands.add_parser("doctor", help="this host's versions, then a synthetic clip on onnxruntime and, with "
+                                                "TensorRT, on FP16 engines checked against it (exit 1 if outside)")
+    doctor.add_argument("model", nargs="?", default="default", metavar="MODEL",
+                        help="an `mqc-edge export` directory, or `default` (TensorRT then runs its FP16 build)")
+    doctor.add_argument("--frames", type=_positive_int, default=32, help="frames of the synthetic clip")
+    doctor.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    doctor.add_argument("--rebuild-engines", action="store_true",
+                        help="rebuild the TensorRT engines even when they match this host (else: built when missing)")
+    doctor.set_defaults(handler=_cmd_doctor)
 
 
 def main(argv: list[str] | None = None) -> int:

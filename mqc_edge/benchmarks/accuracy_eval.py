@@ -25,6 +25,7 @@ from mqc_edge.data.evaluate import evaluate_predictions
 from mqc_edge.errors import ConfigError
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.model_source import load_model
+from mqc_edge.runtime.roi import RoiConfig, new_tracker
 
 METRICS = ("J&F", "J", "F", "J_recall", "F_recall", "J_decay", "F_decay")
 
@@ -36,6 +37,7 @@ class Variant:
     description: str
     prompt: str  # "text" (the expression), "box" (the referent's frame-0 box), "gt-mask" (flow baseline)
     tracker: TrackerConfig | None  # None: the flow baseline, no model
+    roi: RoiConfig | None = None  # crop-and-zoom for tiny objects (runtime/roi.py, `run --roi auto`)
 
 
 VARIANTS = {
@@ -43,6 +45,8 @@ VARIANTS = {
     "mqc-no-tmcc": Variant("text start, DAMI memory, no TMCC (+DAMI)", "text", TrackerConfig(mode="mqc", tmcc=None)),
     "sam2-text": Variant("text start, SAM 2 memory only", "text", TrackerConfig(mode="sam2")),
     "sam2-box": Variant("SAM 2 mode from the frame-0 box", "box", TrackerConfig(mode="sam2")),
+    "sam2-box-roi": Variant("SAM 2 mode from the frame-0 box, tiny objects on crops (--roi auto)", "box",
+                            TrackerConfig(mode="sam2"), RoiConfig()),
     "flow-gt-mask": Variant("baseline: frame-0 ground-truth mask carried by DIS flow", "gt-mask", None),
 }
 """Named variants; the model card's ablation rows are sam2-text, mqc-no-tmcc and mqc."""
@@ -85,7 +89,6 @@ def run_accuracy_eval(config: AccuracyEvalConfig) -> dict:
 
 def variant_row(config: AccuracyEvalConfig, dataset: RVOSDataset, name: str, source) -> dict:
     """Segment `dataset` (the frames the model sees) with variant `name`, score against config.dataset."""
-    from mqc_edge.benchmarks.parity_eval import predict_dataset
     from mqc_edge.benchmarks.flow_baseline import predict_flow_baseline
 
     variant = VARIANTS[name]
@@ -94,11 +97,25 @@ def variant_row(config: AccuracyEvalConfig, dataset: RVOSDataset, name: str, sou
     if variant.tracker is None:
         frames = predict_flow_baseline(dataset, pred_root)
     else:
-        frames = predict_dataset(source, dataset, variant.tracker, variant.prompt, pred_root)
+        frames = _predict(source, dataset, variant, pred_root)
     elapsed = time.perf_counter() - started
     report = evaluate_predictions(pred_root, config.dataset, config.out_dir / "metrics" / name, split=config.split)
     return {"description": variant.description, **{key: report[key] for key in METRICS},
             "frames": frames, "ms_per_frame": 1e3 * elapsed / max(frames, 1)}
+
+
+def _predict(source, dataset: RVOSDataset, variant: Variant, pred_root: Path) -> int:
+    """Every expression of every video with the variant's tracker (all of a video's expressions in one);
+    returns the video frames segmented."""
+    from mqc_edge.benchmarks.parity_eval import predict_video
+
+    frames = 0
+    for video in dataset.videos.values():
+        if video.expressions:
+            tracker = new_tracker(source.backend, variant.tracker, variant.roi, source.tokenizer, source.text_cache)
+            predict_video(tracker, dataset, video, variant.prompt, pred_root)
+            frames += len(video.frames)
+    return frames
 
 
 def format_accuracy(report: dict) -> str:

@@ -18,3 +18,6 @@ class ContestantRun:
     """Per stage, one entry per call; empty for contestants that cannot be split into stages."""
     resident_bytes: list[int] = field(default_factory=list)
     """Resident host memory after each tracked frame."""
+    syncs: list[int] = field(default_factory=list)
+    """Host-device synchronisations of each tracked frame (the torch backend's counter); empty
+    for contestants that do not count them."""

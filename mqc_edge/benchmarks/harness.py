@@ -4,11 +4,14 @@ Contestants run interleaved (repeat 1 of each, then repeat 2 of each, ...) after
 pass each, so a slow drift of the machine (thermal, a neighbour process) spreads over all of
 them instead of biasing whichever ran last. Ratios are only ever taken between contestants of
 the same run. With several object counts (`--objects 1 4 16`) every count is such a round,
-on the same clip, and every contestant gets the same boxes.
+on the same clip, and every contestant gets the same boxes. `--device cuda` / `--precision` put the
+torch contestant and Meta's predictor (eager, and compiled with `vos_optimized=True` where it builds)
+on the GPU at that precision; our torch contestant also reports its host-device syncs per frame.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import tempfile
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ from mqc_edge.runtime.model_source import ModelSource, load_model
 from mqc_edge.runtime.multi_tracker import MultiTracker
 
 META = "meta-sam2-predictor"
+META_COMPILED = f"{META} (vos_optimized)"
 MODES = ("sam2", "mqc")
 
 
@@ -52,6 +56,8 @@ class BenchConfig:
     clip_size: int = 480  # synthetic clip side, px
     seed: int = 0
     device_peak: tuple[float, float] | None = None  # (GFLOP/s, GB/s); default: measured MatMul peak, bandwidth 20 GB/s
+    device: str = "cpu"  # torch device of the torch contestant and Meta's predictor: cpu, cuda, cuda:N
+    precision: str = "fp32"  # of the torch contestant and Meta's predictor: fp32, tf32, fp16, bf16 (torch_backend.py)
 
     def __post_init__(self) -> None:
         if not self.modes or set(self.modes) - set(MODES):
@@ -76,19 +82,57 @@ def contestant_name(backend: str, mode: str) -> str:
     return f"mqc-edge/{backend}" + ("" if mode == "sam2" else f" ({mode} mode)")
 
 
-def _meta_predictor(config: BenchConfig, scratch: Path):
+def check_device(config: BenchConfig) -> None:
+    """ConfigError (one line) when the torch device or the precision cannot run here, before anything loads."""
+    if config.device == "cpu" and config.precision == "fp32":
+        return
+    from mqc_edge.model.torch_backend import check_precision, resolve_device
+
+    check_precision(resolve_device(config.device), config.precision)
+
+
+def _meta_predictors(config: BenchConfig, clip: BenchClip, scratch: Path) -> tuple[dict[str, object], dict[str, str]]:
+    """Meta's predictor by contestant name, and why a variant was not built: eager always; on CUDA
+    also compiled (`vos_optimized=True`), kept only if it builds and runs one pass on the clip."""
     import torch
 
-    from mqc_edge.benchmarks.meta_predictor import build_meta_predictor, meta_checkpoint
+    from mqc_edge.benchmarks.meta_predictor import build_meta_predictor, meta_checkpoint, run_meta_predictor
 
     torch.set_num_threads(config.threads)
     manifest = load_manifest(config.model_dir)
     checkpoint = meta_checkpoint(manifest.file("weights"), scratch / "meta_sam2.pt")
-    return build_meta_predictor(checkpoint, manifest.content["model"]["sam2_variant"], manifest.geometry.image_size)
+    build = (checkpoint, manifest.content["model"]["sam2_variant"], manifest.geometry.image_size, config.device)
+    predictors: dict[str, object] = {META: build_meta_predictor(*build)}
+    if not config.device.startswith("cuda"):
+        return predictors, {}
+    try:
+        compiled = build_meta_predictor(*build, vos_optimized=True)
+        run_meta_predictor(compiled, clip.folder, clip.boxes[:1], config.precision)
+    except Exception as error:  # torch.compile fails in many ways (no Triton, no compiler, a graph break)
+        return predictors, {META_COMPILED: f"not built: {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+    predictors[META_COMPILED] = compiled
+    return predictors, {}
+
+
+def _torch_source(config: BenchConfig) -> ModelSource:
+    """The export's source weights on the torch backend, on `config.device` at `config.precision`."""
+    from mqc_edge.model.torch_backend import TorchBackend
+
+    source = load_model(config.model_dir, backend="torch", device=config.device, threads=config.threads)
+    if config.precision == "fp32":
+        return source
+    backend = TorchBackend(source.backend.model, config.device, source.description, config.precision)
+    return dataclasses.replace(source, backend=backend)
+
+
+def _sync_counter(source: ModelSource) -> Callable[[], int] | None:
+    """The backend's running count of host-device syncs (the torch executor keeps one), else None."""
+    executor = getattr(source.backend, "executor", None)
+    return (lambda: executor.syncs) if hasattr(executor, "syncs") else None
 
 
 def _runners(config: BenchConfig, clip: BenchClip, boxes: list[Box], sources: dict[str, ModelSource],
-             meta) -> dict[str, Callable[[], ContestantRun]]:
+             meta: dict[str, object]) -> dict[str, Callable[[], ContestantRun]]:
     """One pass of each contestant on `boxes`, as a call."""
     from mqc_edge.benchmarks.meta_predictor import run_meta_predictor
 
@@ -98,9 +142,9 @@ def _runners(config: BenchConfig, clip: BenchClip, boxes: list[Box], sources: di
         for backend, source in sources.items():
             name = contestant_name(backend, mode)
             runners[name] = lambda s=source, c=TrackerConfig(mode=mode), n=name: run_tracker(
-                n, MultiTracker(s.backend, c, s.tokenizer, s.text_cache), clip.frames, prompts)
-    if meta is not None:
-        runners[META] = lambda: run_meta_predictor(meta, clip.folder, boxes)
+                n, MultiTracker(s.backend, c, s.tokenizer, s.text_cache), clip.frames, prompts, _sync_counter(s))
+    for name, predictor in meta.items():
+        runners[name] = lambda p=predictor: run_meta_predictor(p, clip.folder, boxes, config.precision)
     return runners
 
 
@@ -115,12 +159,16 @@ def interleave(runners: dict[str, Callable[[], ContestantRun]], repeats: int) ->
     return results
 
 
-def measure(config: BenchConfig, clip: BenchClip, scratch: Path) -> dict[int, dict[str, ContestantResults]]:
-    """Per object count, every contestant's passes; models and sessions are loaded once."""
+def measure(config: BenchConfig, clip: BenchClip, scratch: Path,
+            not_built: dict[str, str] | None = None) -> dict[int, dict[str, ContestantResults]]:
+    """Per object count, every contestant's passes; models and sessions are loaded once. A contestant
+    that could not be built is left out, its reason added to `not_built`."""
     names = list(config.backends) + (["torch"] if config.vs_pytorch else [])
-    sources = {backend: load_model(config.model_dir, backend=backend, threads=config.threads)
-               for backend in names}
-    meta = _meta_predictor(config, scratch) if config.vs_sam2 else None
+    sources = {backend: _torch_source(config) if backend == "torch" else
+               load_model(config.model_dir, backend=backend, threads=config.threads) for backend in names}
+    meta, skipped = _meta_predictors(config, clip, scratch) if config.vs_sam2 else ({}, {})
+    if not_built is not None:
+        not_built.update(skipped)
     frame_size = clip.frames[0].shape[:2]
     return {count: interleave(_runners(config, clip, prompt_boxes(clip.boxes, count, frame_size), sources, meta),
                               config.repeats)
@@ -147,6 +195,9 @@ def _summarize_contestant(results: ContestantResults, costs: dict[str, dict]) ->
         "stages": {key: stats.as_dict() for key, stats in stages.items()},
         "resident_mb_by_frame": [round(b / 2**20, 2) for b in results.runs[-1].resident_bytes],
     }
+    syncs = [count for run in results.runs for count in run.syncs]
+    if syncs:
+        summary["host_syncs_per_frame"] = summarize(syncs).as_dict()
     if ORCHESTRATION in stages:
         summary["orchestration_fraction"] = stages[ORCHESTRATION].p50 / frame.p50
     summary["stage_efficiency"] = {
@@ -194,9 +245,11 @@ def run_benchmark(config: BenchConfig) -> dict:
     """Measure every contestant, write R/report.json, R/report.md and the plots; return the report."""
     from mqc_edge.benchmarks.report import write_report
 
+    check_device(config)
     before = measure_matmul_peak(threads=config.threads)
+    not_built: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="mqc-bench-") as scratch_name:
-        results = measure(config, _clip(config, Path(scratch_name)), Path(scratch_name))
+        results = measure(config, _clip(config, Path(scratch_name)), Path(scratch_name), not_built)
     after = measure_matmul_peak(threads=config.threads)
     # the best pass of either measurement: a shared machine's noise only ever slows a MatMul down
     peak_gflops, bandwidth = config.device_peak or (max(before.gflops_best, after.gflops_best), 20.0)
@@ -211,6 +264,7 @@ def run_benchmark(config: BenchConfig) -> dict:
     report = {
         "config": {"model_dir": str(config.model_dir), "modes": list(config.modes), "objects": list(config.objects),
                    "frames": config.frames, "repeats": config.repeats, "threads": config.threads,
+                   "device": config.device, "precision": config.precision,
                    "clip": str(config.video or "synthetic"), "machine": platform.processor() or platform.machine()},
         "peak": {"matmul_gflops_median": before.gflops_median, "matmul_gflops_best": before.gflops_best,
                  "matmul_gflops_median_after": after.gflops_median, "matmul_gflops_best_after": after.gflops_best,
@@ -223,5 +277,7 @@ def run_benchmark(config: BenchConfig) -> dict:
         report["speedup_vs_sam2"] = _speedups(summaries[headline])
     if len(config.objects) > 1:
         report["by_objects"] = _by_objects(summaries)
+    if not_built:
+        report["not_built"] = not_built
     write_report(report, config.out_dir)
     return report

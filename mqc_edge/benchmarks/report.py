@@ -36,7 +36,19 @@ def markdown(report: dict) -> str:
             extra = ("| | |" if cost is None else
                      f"| {cost['gflop']:.2f} | {efficiency['achieved_gflops']:.0f} | {efficiency['fraction_of_floor']:.2f} |")
             lines.append(f"| {name} | {stage} | {stats['p50']:.2f} | {stats['p90']:.2f} | {stats['p99']:.2f} {extra}")
-    return "\n".join(lines + _objects_table(report)) + "\n"
+    return "\n".join(lines + _objects_table(report) + _device_lines(report)) + "\n"
+
+
+def _device_lines(report: dict) -> list[str]:
+    """The torch device and precision, host-device syncs per frame, and contestants not built."""
+    config = report["config"]
+    lines = ["", f"Torch contestant and Meta's predictor on {config.get('device', 'cpu')} at "
+                 f"{config.get('precision', 'fp32')}."]
+    lines += [f"- {name}: {summary['host_syncs_per_frame']['p50']:g} host-device syncs per frame (p50), "
+              f"max {summary['host_syncs_per_frame']['p99']:g} (p99)"
+              for name, summary in report["contestants"].items() if "host_syncs_per_frame" in summary]
+    lines += [f"- {name}: {reason}" for name, reason in report.get("not_built", {}).items()]
+    return lines
 
 
 def _objects_table(report: dict) -> list[str]:

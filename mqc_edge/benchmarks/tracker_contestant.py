@@ -10,7 +10,7 @@ orchestration overhead (memory selection, gates, host reads) that the report sho
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ ORCHESTRATION = "orchestration"
 """Key of the per-frame overhead (step wall time minus the stage and pre/postprocess times)."""
 
 
-def _record(run: ContestantRun, per_object: list[list[FrameResult]], wall_ms: float) -> None:
+def _record(run: ContestantRun, per_object: list[list[FrameResult]], wall_ms: float, syncs: int | None) -> None:
     """A step that emitted exactly one frame per object gives one per-frame sample; MQC start-up
     steps that emit several frames at once are counted in the time to first mask instead."""
     if any(len(results) != 1 for results in per_object):
@@ -37,10 +37,14 @@ def _record(run: ContestantRun, per_object: list[list[FrameResult]], wall_ms: fl
         run.stage_ms.setdefault(stage, []).append(ms)
     run.stage_ms.setdefault(ORCHESTRATION, []).append(max(wall_ms - sum(timings.values()), 0.0))
     run.resident_bytes.append(resident_bytes())
+    if syncs is not None:
+        run.syncs.append(syncs)
 
 
-def run_tracker(name: str, tracker: MultiTracker, frames: Sequence[np.ndarray], prompts: list[dict]) -> ContestantRun:
-    """Prompt frame 0, step through the rest, flush; per-frame samples from steady-state steps."""
+def run_tracker(name: str, tracker: MultiTracker, frames: Sequence[np.ndarray], prompts: list[dict],
+                sync_count: Callable[[], int] | None = None) -> ContestantRun:
+    """Prompt frame 0, step through the rest, flush; per-frame samples from steady-state steps.
+    `sync_count`: the backend's running count of host-device synchronisations, read around each step."""
     run = ContestantRun(name=name, first_mask_ms=0.0)
     started = time.perf_counter()
     results = tracker.start(frames[0], prompts)
@@ -48,13 +52,15 @@ def run_tracker(name: str, tracker: MultiTracker, frames: Sequence[np.ndarray], 
     if first_mask_seen:
         run.first_mask_ms = (time.perf_counter() - started) * 1e3
     for frame in frames[1:]:
+        syncs_before = sync_count() if sync_count else 0
         begin = time.perf_counter()
         results = tracker.step(frame)
         now = time.perf_counter()
+        syncs = sync_count() - syncs_before if sync_count else None
         if all(results) and not first_mask_seen:
             run.first_mask_ms, first_mask_seen = (now - started) * 1e3, True
             continue
-        _record(run, results, (now - begin) * 1e3)
+        _record(run, results, (now - begin) * 1e3, syncs)
     if any(tracker.finish()) and not first_mask_seen:
         run.first_mask_ms = (time.perf_counter() - started) * 1e3
     return run

@@ -1,19 +1,31 @@
 """The torch stage backend: the reference every other backend is compared with.
 
-Handles are torch tensors on `device`. `TorchExecutor` runs the stages of a plain SAM 2.1 network
-(SAM 2 mode stages) or an `MQCSAM` (SAM 2 mode and MQC stages); `TorchBackend` is it under the
-contract check (runtime/backends/stage_backend.py `CheckedBackend`), so a wrong wiring fails at the stage that
-caused it.
+Handles are torch tensors on `device` (cpu, or cuda[:i]); memory slots and every stage output stay
+there, and only `to_host` reads back (each read counted in `syncs`: on a GPU it waits for the
+device). `TorchExecutor` runs the stages of a plain SAM 2.1 network (SAM 2 mode stages) or an
+`MQCSAM` (SAM 2 mode and MQC stages) at a `precision`:
+
+- fp32: the reference; TF32 off for matmuls and cuDNN during every stage call.
+- tf32: fp32 tensors, TF32 tensor-core matmuls and convolutions (CUDA, compute capability >= 8.0).
+- fp16 / bf16: `torch.autocast`, whose own lists decide the FP32 islands (softmax, layer_norm and
+  the reductions run in float32; matmuls, convolutions and attention in the low precision). Every
+  output is cast back to its contract dtype (all float32: memory slots, pointers and logits are
+  stored and read as float32).
+
+`TorchBackend` is the executor under the contract check (runtime/backends/stage_backend.py
+`CheckedBackend`), so a wrong wiring fails at the stage that caused it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sam2.modeling.sam2_base import SAM2Base
 
 from mqc_edge.contract import StageSpec, TensorSpec
@@ -23,12 +35,88 @@ from mqc_edge.model.sam2_build import SAM21_CONFIG_NAMES, build_sam21, geometry_
 from mqc_edge.model.stages import build_stages
 from mqc_edge.runtime.backends.stage_backend import CheckedBackend, slot_index
 
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+"""Stage precisions of the torch backend (module docstring)."""
+AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> torch.device:
+    """'cpu', 'cuda' or 'cuda:i' -> a torch.device that exists here; ConfigError (one line) otherwise."""
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"device: expected cpu, cuda or cuda:N, got {device!r}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: expected cpu, cuda or cuda:N, got {device!r}")
+    if resolved.type == "cuda":
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if visible == 0:
+            raise ConfigError(f"device {device!r}: no CUDA device is visible (torch {torch.__version__}, "
+                              f"built with CUDA {torch.version.cuda or 'none'})")
+        if (resolved.index or 0) >= visible:
+            raise ConfigError(f"device {device!r}: only {visible} CUDA device(s) are visible")
+    return resolved
+
+
+def check_precision(device: torch.device, precision: str) -> None:
+    """Refuse, by name and in one line (ConfigError), a precision `device` cannot run: tf32 off CUDA
+    or below compute capability 8.0, bf16 on a GPU without it, fp16/bf16 where a kernel is missing."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    if precision == "tf32" and device.type != "cuda":
+        raise ConfigError(f"precision tf32: a CUDA matmul mode (compute capability >= 8.0); {device} has none, "
+                          "use fp32")
+    if device.type == "cuda" and precision in ("tf32", "bf16"):
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            raise ConfigError(f"precision {precision}: {torch.cuda.get_device_name(device)} (compute capability "
+                              f"{major}.{minor}) has no {precision} tensor cores (needs 8.0)")
+    if precision in AUTOCAST_DTYPES:
+        _probe_autocast(device, precision)
+
+
+def _probe_autocast(device: torch.device, precision: str) -> None:
+    """Run the op kinds the stages use under autocast once; a missing kernel becomes a ConfigError."""
+    x = torch.randn(1, 4, 8, 8, device=device)
+    try:
+        with torch.inference_mode(), precision_context(device, precision):
+            y = F.conv2d(x, torch.randn(4, 4, 3, 3, device=device), padding=1)
+            y = F.layer_norm(y.flatten(2).transpose(1, 2), (4,))
+            y = F.scaled_dot_product_attention(y, y, y) @ torch.randn(4, 4, device=device)
+            F.interpolate(F.gelu(y).transpose(1, 2).reshape(1, 4, 8, 8), scale_factor=2.0, mode="bilinear")
+    except (RuntimeError, NotImplementedError) as error:
+        raise ConfigError(f"precision {precision} on {device}: {str(error).splitlines()[0]}") from None
+
+
+@contextmanager
+def precision_context(device: torch.device, precision: str) -> Iterator[None]:
+    """During one stage call: TF32 on for tf32 and off otherwise (restored after), autocast to
+    float16 / bfloat16 for fp16 / bf16 (no weight-cast cache, so it is safe inside a CUDA graph)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        autocast = (torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision], cache_enabled=False)
+                    if precision in AUTOCAST_DTYPES else nullcontext())
+        with autocast:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
 
 class TorchExecutor:
-    """Runs the stages of one SAM2Base or MQCSAM under `torch.inference_mode`, unchecked."""
+    """Runs the stages of one SAM2Base or MQCSAM under `torch.inference_mode`, unchecked.
 
-    def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "") -> None:
-        self.device = torch.device(device)
+    `device`: cpu or cuda[:i] (ConfigError when no CUDA device is visible); `precision`: one of
+    `PRECISIONS` (ConfigError, naming it, when the device cannot run it). `syncs` counts the
+    host-device synchronisations made: every `to_host` read and every `synchronize` call.
+    """
+
+    def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "",
+                 precision: str = "fp32") -> None:
+        self.device = resolve_device(device)
+        check_precision(self.device, precision)
+        self.precision = precision
+        self.syncs = 0
         self.model = model.to(self.device).eval()
         sam = model.sam if isinstance(model, MQCSAM) else model
         self.stages = build_stages(sam)
@@ -44,18 +132,37 @@ class TorchExecutor:
         self.description = description or f"{type(model).__name__} built in memory"
 
     def run_stage(self, spec: StageSpec, inputs: dict[str, torch.Tensor]) -> Sequence[torch.Tensor]:
-        with torch.inference_mode():
-            outputs = self.stages[spec.name](*(inputs[t.name] for t in spec.inputs))
-        return (outputs,) if isinstance(outputs, torch.Tensor) else outputs
+        """Outputs in `spec.outputs` order, each in its contract dtype whatever the precision."""
+        try:
+            with torch.inference_mode(), precision_context(self.device, self.precision):
+                outputs = self.stages[spec.name](*(inputs[t.name] for t in spec.inputs))
+        except NotImplementedError as error:
+            raise ConfigError(f"precision {self.precision} on {self.device}, stage {spec.name!r}: "
+                              f"{str(error).splitlines()[0]}") from None
+        outputs = (outputs,) if isinstance(outputs, torch.Tensor) else outputs
+        return tuple(output.to(getattr(torch, t.dtype)) for output, t in zip(outputs, spec.outputs))
 
     def describe(self, handle: torch.Tensor) -> tuple[tuple[int, ...], str]:
         return tuple(handle.shape), str(handle.dtype).removeprefix("torch.")
 
     def to_host(self, handle: torch.Tensor) -> np.ndarray:
+        """A handle as a numpy array; on a GPU this waits for the device (one counted sync)."""
+        self.syncs += 1
         return handle.detach().cpu().numpy()
 
+    def synchronize(self) -> None:
+        """Wait for every queued kernel of the device (one counted sync; a no-op on cpu)."""
+        self.syncs += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
     def from_host(self, array: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        """An array on the device without waiting for it: on CUDA through pinned staging and a
+        non-blocking copy (a pageable copy would synchronise the stream); on cpu shared, no copy."""
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor
 
     def zeros(self, spec: TensorSpec) -> torch.Tensor:
         return torch.zeros(spec.shape, dtype=getattr(torch, spec.dtype), device=self.device)
@@ -69,13 +176,24 @@ class TorchExecutor:
     def split(self, handle: torch.Tensor) -> list[torch.Tensor]:
         return list(handle.split(1))
 
+    def capture_frame_step(self, objects: int = 1):
+        """The SAM 2 mode tracking frame as one CUDA graph (model/cuda_graph.py `FrameStepGraph`);
+        ConfigError on a device other than CUDA."""
+        from mqc_edge.model.cuda_graph import FrameStepGraph
+
+        if self.device.type != "cuda":
+            raise ConfigError(f"capture_frame_step: CUDA graphs need a CUDA device; this executor runs on "
+                              f"{self.device}")
+        return FrameStepGraph(self, objects)
+
 
 class TorchBackend(CheckedBackend):
     """`TorchExecutor` under the contract check; `model` and `stages` (the stage modules the
     exporter traces) are its."""
 
-    def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "") -> None:
-        executor = TorchExecutor(model, device, description)
+    def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "",
+                 precision: str = "fp32") -> None:
+        executor = TorchExecutor(model, device, description, precision)
         super().__init__(executor)
         self.model, self.stages = executor.model, executor.stages
 
@@ -88,10 +206,13 @@ def load(
     device: str = "cpu",
     model_config: str | None = None,
     threads: int | None = None,
+    precision: str = "fp32",
 ) -> TorchBackend:
     """`load_backend("torch", ...)`: an MQC-SAM checkpoint (mqc-edge .safetensors, both modes), or
     SAM 2.1 (`model_config` / `variant` at `image_size`, default 1024) with seeded random weights
-    or Meta's checkpoint (SAM 2 mode only)."""
+    or Meta's checkpoint (SAM 2 mode only), on `device` at `precision` (one of `PRECISIONS`).
+    ConfigError before anything loads when the device or the precision cannot run here."""
+    check_precision(resolve_device(device), precision)
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"threads: expected >= 1, got {threads}")
@@ -101,10 +222,10 @@ def load(
             raise ConfigError(f"model config: expected one of {sorted(SAM21_CONFIG_NAMES)}, got {model_config!r}")
         variant = SAM21_CONFIG_NAMES[model_config]
     if checkpoint is not None and _is_mqc_checkpoint(Path(checkpoint)):
-        return _load_mqc(Path(checkpoint), variant if model_config else None, image_size, device)
+        return _load_mqc(Path(checkpoint), variant if model_config else None, image_size, device, precision)
     model = build_sam21(variant, image_size or 1024, seed, checkpoint)
     source = f"SAM 2.1 {variant} " + (f"from {checkpoint}" if checkpoint else f"with random weights (seed {seed})")
-    return TorchBackend(model, device, f"{source} at {model.image_size} px")
+    return TorchBackend(model, device, f"{source} at {model.image_size} px", precision)
 
 
 def _is_mqc_checkpoint(path: Path) -> bool:
@@ -122,7 +243,7 @@ def _is_mqc_checkpoint(path: Path) -> bool:
         return False
 
 
-def _load_mqc(path: Path, variant: str | None, image_size: int | None, device: str) -> TorchBackend:
+def _load_mqc(path: Path, variant: str | None, image_size: int | None, device: str, precision: str) -> TorchBackend:
     """An MQC-SAM checkpoint carries its config; an explicit variant or size must agree with it."""
     from mqc_edge.model.checkpoint import load_checkpoint
 
@@ -135,4 +256,4 @@ def _load_mqc(path: Path, variant: str | None, image_size: int | None, device: s
             f"checkpoint {path}: asked for {', '.join(f'{k}={v[0]!r}' for k, v in clashes.items())}, "
             f"but it was saved with {', '.join(f'{k}={v[1]!r}' for k, v in clashes.items())}"
         )
-    return TorchBackend(model, device, str(report))
+    return TorchBackend(model, device, str(report), precision)

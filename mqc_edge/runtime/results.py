@@ -20,6 +20,7 @@ class FrameResult:
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage, plus pre/postprocess
     flags: tuple[str, ...] = ()  # what fired: e.g. "fifo_write", "ambiguous", "tmcc_stationary", "nonfinite"
     quality: dict[str, float] = field(default_factory=dict)  # gate statistics: innovation G, KL, s_t, TMCC window
+    roi: tuple[int, int, int, int] | str | None = None  # --roi auto: crop window (x0, y0, x1, y1) frame px or "full"
 
     @property
     def object_present(self) -> bool:

@@ -28,6 +28,7 @@ from mqc_edge.runtime.geo_outputs import GeoTrackWriter
 from mqc_edge.runtime.multi_tracker import MultiTracker
 from mqc_edge.runtime.outputs import OverlayVideo, RunWriter
 from mqc_edge.runtime.prompts import check_prompts
+from mqc_edge.runtime.roi import RoiConfig, RoiTracker, new_tracker
 from mqc_edge.runtime.results import FrameResult
 
 OBJECTS_FILE = "objects.json"
@@ -91,7 +92,7 @@ def _frame_parts(frame: FrameInput) -> tuple[str, np.ndarray, GeoReference | Non
 
 
 def run_video(
-    tracker: MultiTracker,
+    tracker: MultiTracker | RoiTracker,
     frames: Iterable[FrameInput],
     out_dir: Path,
     prompts: Sequence[Mapping[str, object]],
@@ -171,18 +172,20 @@ def run_model(
     threads: int | None = None,
     overlay_fps: float | None = None,
     frame_format: FrameFormat | None = None,
+    roi: RoiConfig | None = None,
 ) -> tuple[int, str]:
     """`mqc-edge run`: load `model` (a checkpoint or an `mqc-edge export` directory), stream the
     video's frames through one Tracker per object (the image encoder shared), write the outputs
     with a progress bar. Returns frames written and the model's description. `frame_format`
     (default `FrameFormat()`) says how raw pixels become 8-bit RGB: white point, GeoTIFF bands and
-    stretch."""
+    stretch. `roi` (`--roi auto`) tracks tiny objects on crops around them (runtime/roi.py); None
+    (`--roi off`) segments whole frames."""
     from mqc_edge.data.frames import frame_count, iter_frames
     from mqc_edge.runtime.model_source import load_model
 
     source = load_model(model, backend, model_config, image_size, threads=threads)
-    tracker = MultiTracker(source.backend, TrackerConfig(mode=mode), tokenizer=source.tokenizer,
-                           text_cache=source.text_cache)
+    tracker = new_tracker(source.backend, TrackerConfig(mode=mode), roi, tokenizer=source.tokenizer,
+                          text_cache=source.text_cache)
     frame_format = frame_format or FrameFormat()
     frames = iter_frames(video, frame_format)  # whole Frames: a GeoTIFF frame's georef reaches the geo outputs
     count = run_video(tracker, frames, out_dir, prompts, save_logits=save_logits, progress=True,
@@ -191,8 +194,11 @@ def run_model(
 
 
 def _record(result: FrameResult) -> dict:
-    """One results.jsonl line; non-finite numbers become null (JSON has no NaN)."""
+    """One results.jsonl line; non-finite numbers become null (JSON has no NaN). With `--roi auto`, "roi"
+    is the frame's crop window [x0, y0, x1, y1] (frame px, x1 and y1 exclusive) or "full"."""
+    roi = {} if result.roi is None else {"roi": result.roi if isinstance(result.roi, str) else list(result.roi)}
     return {
+        **roi,
         "frame_index": result.frame_index,
         "score": _number(result.iou),
         "object_score": _number(result.object_score),

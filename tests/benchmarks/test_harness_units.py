@@ -47,3 +47,40 @@ def test_config_refuses_unknown_modes_and_empty_or_zero_object_counts(tmp_path):
 def test_contestant_names_keep_sam2_mode_plain_and_label_mqc_mode():
     assert contestant_name("onnxruntime", "sam2") == "mqc-edge/onnxruntime"
     assert contestant_name("torch", "mqc") == "mqc-edge/torch (mqc mode)"
+
+
+def test_run_tracker_records_each_tracked_frame_s_host_syncs():
+    from types import SimpleNamespace
+
+    from mqc_edge.benchmarks.tracker_contestant import run_tracker
+
+    syncs = [0]
+
+    class CountingTracker:
+        """Three host reads per step, as a backend's counter would see them."""
+
+        def start(self, frame, prompts):
+            syncs[0] += 1
+            return [[SimpleNamespace(timings_ms={"image_encoder": 1.0})]]
+
+        def step(self, frame):
+            syncs[0] += 3
+            return [[SimpleNamespace(timings_ms={"image_encoder": 1.0})]]
+
+        def finish(self):
+            return [[]]
+
+    run = run_tracker("t", CountingTracker(), [None] * 5, [{"box": (0, 0, 1, 1)}], lambda: syncs[0])
+    assert run.syncs == [3, 3, 3, 3] and len(run.frame_ms) == 4
+    assert run_tracker("t", CountingTracker(), [None] * 3, [{"box": (0, 0, 1, 1)}]).syncs == []  # no counter
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_bench_device_cuda_fails_in_one_line_when_no_cuda_device_is_visible(tmp_path, capsys):
+    from mqc_edge.cli import main
+
+    code = main(["bench", str(tmp_path), "--out", str(tmp_path / "bench"), "--vs-pytorch", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "device 'cuda': no CUDA device is visible" in err
+    assert not (tmp_path / "bench").exists()  # refused before anything ran

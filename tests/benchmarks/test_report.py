@@ -50,3 +50,15 @@ def test_write_report_files(tmp_path):
     assert (tmp_path / "report.md").read_text() == markdown(REPORT)
     for plot in ("stages.png", "memory.png", "objects.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_names_device_precision_host_syncs_and_contestants_not_built():
+    report = json.loads(json.dumps(REPORT))
+    report["config"].update(device="cuda", precision="bf16")
+    report["contestants"]["mqc-edge/onnxruntime"]["host_syncs_per_frame"] = _stats(4.0)
+    report["not_built"] = {"meta-sam2-predictor (vos_optimized)": "not built: RuntimeError: no Triton"}
+    text = markdown(report)
+    assert "on cuda at bf16" in text
+    assert "- mqc-edge/onnxruntime: 4 host-device syncs per frame (p50), max 4.8 (p99)" in text
+    assert "- meta-sam2-predictor (vos_optimized): not built: RuntimeError: no Triton" in text
+    assert "host-device syncs" not in markdown(REPORT)  # only contestants that count them report it

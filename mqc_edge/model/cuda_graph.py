@@ -1,0 +1,79 @@
+"""A SAM 2 mode tracking frame as one CUDA graph (DESIGN section 4: static shapes make it capturable).
+
+What is captured, in this order, for a fixed number of objects K:
+    image_encoder(image) -> memory_attention(feat, memory slots, slot mask, temporal ids, pointers)
+    -> mask_decoder(feat_conditioned, fpn0, fpn1, sparse_prompt, dense_prompt, multimask)
+    -> memory_encoder(feat, mask_lowres, object_score, binarize)
+Every input a stage does not get from an earlier stage of the step is a static tensor in `inputs`
+(its contract spec with objects = K and the tracking frame's 2 prompt tokens): the image, the
+memory bank `[K, 7, 64, h, w]` and pointer bank with their masks and ids, the tracking prompts
+and the two flags. Every stage output lands in a static tensor of `outputs`, keyed by its contract
+name (`memory` there is the new memory, `[K, 64, h, w]`). Not captured: host decisions between
+stages (which slot a frame goes to, hole filling of the logits, a non-finite object left out of
+the memory encoder), so the graph equals the eager Tracker step with `fill_hole_area=0` when the
+caller writes the new memory into its slot afterwards (`write_slot` on `inputs["memory"]`, on the
+device). A replay overwrites `outputs`: copy what must outlive the next frame.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from mqc_edge.contract import OBJECTS, PROMPT_TOKENS, TRACKING_PROMPT_TOKENS, stage_specs
+
+if TYPE_CHECKING:
+    from mqc_edge.model.torch_backend import TorchExecutor
+
+FRAME_STEP = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+"""The stages of a SAM 2 mode tracking frame, in call order."""
+WARMUP_CALLS = 3
+"""Eager calls on a side stream before capture (CUDA's recipe: lazy init, cuDNN autotuning, caches)."""
+
+
+class FrameStepGraph:
+    """`FRAME_STEP` for K objects captured once on the executor's CUDA device; `replay` runs it."""
+
+    def __init__(self, executor: TorchExecutor, objects: int = 1) -> None:
+        self.executor = executor
+        specs = stage_specs(executor.geometry)
+        self.specs = [specs[name] for name in FRAME_STEP]
+        sizes = {OBJECTS: objects, PROMPT_TOKENS: TRACKING_PROMPT_TOKENS}
+        self.inputs: dict[str, torch.Tensor] = {}
+        """Static inputs, keyed by contract name: write into them (copy_, write_slot) between replays."""
+        produced: set[str] = set()
+        for spec in self.specs:
+            for tensor in spec.inputs:
+                if tensor.name not in produced:
+                    self.inputs.setdefault(tensor.name, executor.zeros(tensor.resolved(sizes)))
+            produced.update(t.name for t in spec.outputs)
+        self.graph = torch.cuda.CUDAGraph()
+        self.outputs = self._capture()
+        """Static outputs of the last replay, keyed by contract name."""
+
+    def _run(self) -> dict[str, torch.Tensor]:
+        """The step's stage calls on the static inputs; each stage reads earlier stages' outputs first."""
+        outputs: dict[str, torch.Tensor] = {}
+        for spec in self.specs:
+            arguments = {t.name: outputs[t.name] if t.name in outputs else self.inputs[t.name] for t in spec.inputs}
+            outputs.update(zip((t.name for t in spec.outputs), self.executor.run_stage(spec, arguments)))
+        return outputs
+
+    def _capture(self) -> dict[str, torch.Tensor]:
+        side = torch.cuda.Stream(self.executor.device)
+        side.wait_stream(torch.cuda.current_stream(self.executor.device))
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_CALLS):
+                self._run()
+        torch.cuda.current_stream(self.executor.device).wait_stream(side)
+        with torch.cuda.graph(self.graph):
+            return self._run()
+
+    def replay(self, inputs: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Copy `inputs` (contract name -> tensor of the static input's shape) into the static
+        inputs, replay the graph (asynchronously: nothing waits for it) and return `outputs`."""
+        for name, value in (inputs or {}).items():
+            self.inputs[name].copy_(value)
+        self.graph.replay()
+        return self.outputs
