@@ -1,6 +1,6 @@
 # The two Quickstart commands. Each creates .venv in the checkout when missing and installs
 # what it needs (scripts/bootstrap.sh; a stamp skips the install when nothing changed).
-.PHONY: demo test
+.PHONY: demo test gpu-check
 
 demo:
 	bash scripts/bootstrap.sh
@@ -9,3 +9,8 @@ demo:
 test:
 	bash scripts/bootstrap.sh
 	.venv/bin/python -m pytest -q
+
+# On a GPU machine, with .gpu_wheels carried (scripts/fetch_gpu_wheels.sh fills it here):
+# GPU tests, the Triton kernel against torch and the CUDA bench; summaries in $OUT.
+gpu-check:
+	bash scripts/gpu_check.sh

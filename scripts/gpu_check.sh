@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# The GPU check (`make gpu-check`): on a machine with a CUDA GPU, Python 3.12, torch + CUDA,
+# Triton, onnxruntime and no network, install mqc-edge from carried wheels, run the tests that
+# need CUDA, time the Triton DAMI kernel against torch and run the CUDA bench; JSON and markdown
+# summaries land in $OUT (./gpu_check_out when unset). Every step has its own time limit and
+# the whole run stays under 8 minutes; a failing step is recorded and the next one runs.
+#
+#   bash scripts/fetch_gpu_wheels.sh     # here, once: fills .gpu_wheels/ (< 1 MiB)
+#   bash scripts/gpu_check.sh --plan     # what would run, after the same preflight checks
+#   bash scripts/gpu_check.sh            # on the GPU machine, with .gpu_wheels carried
+#
+# Environment: GPU_WHEELS (wheel folder, default .gpu_wheels), GPU_CHECK_PYTHON (default python3), GPU_CHECK_MODEL (the bench's
+# MODEL, default `default`), MQC_EDGE_CACHE (default ./.gpu_cache when that folder exists).
+#
+# No MiniLM there: the text model (88 MB of weights) is not carried. The bench's MQC mode takes
+# its text prompts from the export directory itself (text_encoder.onnx, or texts.npz written by
+# `mqc-edge export --texts`), never from the torch text model. So the bench runs on a carried
+# export: copy the default export made here (`.venv/bin/mqc-edge export default` caches it in
+# ~/.cache/mqc-edge/default) to .gpu_cache/default and carry .gpu_cache, or point
+# GPU_CHECK_MODEL at another carried export directory. Without one the bench step is skipped
+# and says why: `default` would otherwise be re-exported there, which needs MiniLM.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=${GPU_WHEELS:-.gpu_wheels}
+OUT=${OUT:-./gpu_check_out}
+MODEL=${GPU_CHECK_MODEL:-default}
+if [ -z "${MQC_EDGE_CACHE:-}" ] && [ -d .gpu_cache ]; then
+    export MQC_EDGE_CACHE=$PWD/.gpu_cache
+fi
+LIMIT_MIB=64
+GPU_TESTS=(tests/kernels/test_triton_segmented_attention.py tests/model/test_torch_cuda_backend.py
+           tests/runtime/test_trt_backend.py)
+PY=${GPU_CHECK_PYTHON:-python3}  # the interpreter that holds torch there
+
+die() { echo "gpu_check: error: $*" >&2; exit 2; }
+
+preflight() {
+    [ -d "$WHEELS" ] || die "wheel folder $WHEELS is missing: run scripts/fetch_gpu_wheels.sh here and carry it"
+    compgen -G "$WHEELS/*.whl" >/dev/null || die "wheel folder $WHEELS holds no .whl: run scripts/fetch_gpu_wheels.sh"
+    ! compgen -G "$WHEELS/torch-*.whl" >/dev/null || die "$WHEELS holds a torch wheel: torch must not be installed there"
+    local kib
+    kib=$(du -sk "$WHEELS" | cut -f1)
+    [ "$kib" -le $((LIMIT_MIB * 1024)) ] || die "$WHEELS holds $kib KiB, over $LIMIT_MIB MiB"
+}
+
+plan() {
+    echo "wheels:  $WHEELS ($(du -sk "$WHEELS" | cut -f1) KiB): $(cd "$WHEELS" && echo *.whl)"
+    echo "out:     $OUT (summary.json, summary.md, gpu_check.log, bench/)"
+    echo "model:   $MODEL (MQC_EDGE_CACHE=${MQC_EDGE_CACHE:-unset})"
+    echo "step install       60 s  pip install --no-index --no-deps the wheels, then -e . (torch untouched)"
+    echo "step gpu_tests    150 s  pytest ${GPU_TESTS[*]}"
+    echo "step triton_timing 45 s  python -m mqc_edge.kernels.triton_segmented_attention 50"
+    echo "step bench        180 s  mqc-edge bench $MODEL --device cuda --modes sam2 mqc --clip-size 480 --frames 24"
+}
+
+# step NAME LIMIT_S: run the function NAME in a child bash under `timeout` (a function cannot be
+# timed out directly), output to the log, one row to $STEPS.
+step() {
+    local name=$1 limit=$2 start rc
+    start=$(date +%s)
+    echo "== $name (limit ${limit}s)" >>"$LOG"
+    timeout "$limit" bash -c "$(declare -p PY WHEELS OUT MODEL GPU_TESTS TRITON_JSON); $(declare -f "$name"); $name" \
+        >>"$LOG" 2>&1
+    rc=$?
+    printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - start))" "" >>"$STEPS"
+}
+
+skip() { printf '%s\tskipped\t0\t%s\n' "$1" "$2" >>"$STEPS"; echo "== $1 skipped: $2" >>"$LOG"; }
+
+install() {
+    local before after
+    before=$($PY -c 'import torch; print(torch.__version__)')
+    $PY -m pip install -q --no-index --no-deps --find-links "$WHEELS" "$WHEELS"/*.whl &&
+        $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . || return 1
+    after=$($PY -c 'import torch; print(torch.__version__)')
+    [ "$before" = "$after" ] || { echo "torch changed: $before -> $after"; return 1; }
+    echo "torch $after untouched; mqc-edge installed"
+}
+
+gpu_tests() {
+    local present=()
+    for file in "${GPU_TESTS[@]}"; do
+        if [ -f "$file" ]; then present+=("$file"); else echo "not in this checkout (yet): $file"; fi
+    done
+    $PY -m pytest -q -rs -p no:cacheprovider "${present[@]}"
+}
+
+triton_timing() {
+    $PY -m mqc_edge.kernels.triton_segmented_attention 50 >"$TRITON_JSON"
+}
+
+bench() {
+    $PY -m mqc_edge.cli bench "$MODEL" --device cuda --modes sam2 mqc --clip-size 480 --frames 24 --out "$OUT/bench"
+}
+
+bench_or_skip() {
+    if ! $PY -m mqc_edge.cli bench --help 2>/dev/null | grep -q -- '--device'; then
+        skip bench "mqc-edge bench has no --device option in this checkout (being added)"
+    elif [ "$MODEL" = default ] && [ ! -f "${MQC_EDGE_CACHE:-$HOME/.cache/mqc-edge}/default/manifest.json" ]; then
+        skip bench "no carried default export under ${MQC_EDGE_CACHE:-~/.cache/mqc-edge} (copy ~/.cache/mqc-edge/default to .gpu_cache/default and carry .gpu_cache; rebuilding it needs MiniLM)"
+    else
+        step bench 180
+    fi
+}
+
+summarize() {
+    $PY - "$STEPS" "$TRITON_JSON" "$OUT" <<'EOF'
+import json, pathlib, sys
+steps_file, triton_file, out = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+steps = []
+for line in pathlib.Path(steps_file).read_text().splitlines():
+    name, rc, seconds, note = (line.split("\t") + [""])[:4]
+    status = "skipped" if rc == "skipped" else ("passed" if rc == "0" else ("timed out" if rc == "124" else "failed"))
+    steps.append({"step": name, "status": status, "exit_code": rc, "seconds": int(seconds), "note": note})
+try:
+    triton = json.loads(triton_file.read_text())
+except (OSError, ValueError):
+    triton = None
+bench = out / "bench" / "report.json"
+summary = {"steps": steps, "triton_vs_torch": triton, "bench_report": str(bench) if bench.is_file() else None,
+           "passed": all(s["status"] in ("passed", "skipped") for s in steps)}
+(out / "summary.json").write_text(json.dumps(summary, indent=2))
+lines = ["# GPU check", "", "| step | status | s | note |", "|---|---|---:|---|"]
+lines += [f"| {s['step']} | {s['status']} | {s['seconds']} | {s['note']} |" for s in steps]
+if triton:
+    lines += ["", "## Triton DAMI kernel vs torch (CUDA events, ms per call)", "",
+              "| dtype | triton median | spread p90-p10 | torch median | spread | speedup | max abs diff |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {r['triton']['median_ms']:.3f} | {r['triton']['spread_ms']:.3f} | {r['torch']['median_ms']:.3f} "
+              f"| {r['torch']['spread_ms']:.3f} | {r['speedup']:.2f}x | {r['max_abs_difference']:.2e} |" for k, r in triton.items()]
+lines += ["", f"Bench report: {summary['bench_report'] or 'none'} (log: gpu_check.log)"]
+(out / "summary.md").write_text("\n".join(lines) + "\n")
+print("\n".join(lines))
+sys.exit(0 if summary["passed"] else 1)
+EOF
+}
+
+main() {
+    preflight
+    if [ "${1:-}" = "--plan" ]; then
+        plan
+        exit 0
+    fi
+    [ -z "${1:-}" ] || die "unknown argument $1 (expected --plan or nothing)"
+    mkdir -p "$OUT"
+    LOG=$OUT/gpu_check.log
+    WORK=$(mktemp -d)
+    STEPS=$WORK/steps.tsv
+    TRITON_JSON=$WORK/triton.json
+    : >"$LOG"
+    : >"$STEPS"
+    { nvidia-smi -L; $PY --version; } >>"$LOG" 2>&1
+    step install 60
+    step gpu_tests 150
+    step triton_timing 45
+    bench_or_skip
+    summarize
+}
+
+main "$@"
