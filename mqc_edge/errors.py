@@ -37,3 +37,7 @@ class PromptError(MqcEdgeError):
 
 class StageContractError(MqcEdgeError):
     """A stage got or returned a tensor that does not fit the stage contract (names stage and tensor)."""
+
+
+class CudaError(MqcEdgeError):
+    """A CUDA runtime call or a TensorRT enqueue failed (names the call and CUDA's error)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from mqc_edge.atomic import write_text_atomically
 from mqc_edge.contract import MQCGeometry, ModelGeometry, StageSpec, stage_specs
-from mqc_edge.errors import ManifestMismatchError
+from mqc_edge.errors import ConfigError, ManifestMismatchError
 
 FORMAT = "mqc-edge-export/1"
 MANIFEST_NAME = "manifest.json"
@@ -76,6 +76,21 @@ class Manifest:
 
     def stage_file(self, stage: str) -> Path:
         return self.root / self.content["stages"][stage]["file"]
+
+    def stage_precision(self, stage: str) -> str:
+        """The precision `mqc-edge build` recorded for a stage (fp32, fp16, int8, ...); exports
+        from before precision builds carry none and are fp32."""
+        return self.content["stages"][stage].get("precision", "fp32")
+
+    def require_precisions(self, runnable: frozenset[str], runner: str) -> None:
+        """ConfigError naming every stage whose recorded precision `runner` cannot run."""
+        refused = {name: self.stage_precision(name) for name in self.content["stages"]
+                   if self.stage_precision(name) not in runnable}
+        if refused:
+            raise ConfigError(
+                f"{self.root}: {runner} cannot run stages {refused}; it runs {sorted(runnable)} "
+                "(build that precision for another backend, or build this one with `mqc-edge build --precision`)"
+            )
 
     def file(self, key: str) -> Path | None:
         """An optional auxiliary file (`weights`, `tokenizer`, `texts`); None if not exported."""

@@ -57,6 +57,17 @@ def test_a_signature_that_differs_from_the_contract_is_refused(exported, tmp_pat
         OrtBackend(copy)
 
 
+def test_a_precision_onnxruntime_cannot_run_is_refused_by_stage_and_name(exported, tmp_path: Path) -> None:
+    copy = _copy_of(exported, tmp_path)
+    manifest = json.loads((copy / MANIFEST_NAME).read_text())
+    manifest["stages"]["mask_decoder"]["precision"] = "bf16"
+    manifest["stages"]["image_encoder"]["precision"] = "int8"  # runnable: not named
+    (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"onnxruntime \(cpu\) cannot run stages \{'mask_decoder': 'bf16'\}; "
+                                          r"it runs \['fp16', 'fp32', 'int8'\]"):
+        OrtBackend(copy)
+
+
 def test_sessions_use_the_configured_threads_sequentially_fully_optimised_without_spinning(exported) -> None:
     backend = load_backend("onnxruntime", export_dir=exported[0], threads=2)
     assert set(backend.sessions) == set(backend.specs)

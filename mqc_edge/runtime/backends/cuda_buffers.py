@@ -15,11 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mqc_edge.errors import MqcEdgeError
-
-
-class CudaError(MqcEdgeError):
-    """A CUDA runtime call or a TensorRT enqueue failed (names the call and CUDA's error)."""
+from mqc_edge.errors import CudaError
 
 
 def check(cudart: Any, result: Any, call: str) -> Any:

@@ -28,6 +28,10 @@ PROVIDERS = {
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", CPU),
 }
 """Provider chains by device kind; later entries run the nodes an earlier one cannot."""
+RUNNABLE_PRECISIONS = frozenset({"fp32", "fp16", "int8"})
+"""Stage precisions of `mqc-edge build` these providers run. FP16 runs on the CPU provider as FP32
+kernels between Casts where it has no FP16 kernel (docs/precision.md); no provider here has BF16
+kernels for MatMul, Add or Mul (onnxruntime 1.32, measured), so a BF16 stage is refused by name."""
 
 
 class OrtExecutor:
@@ -45,6 +49,7 @@ class OrtExecutor:
                 "(install onnxruntime-gpu in place of onnxruntime)"
             )
         self.manifest = load_manifest(export_dir)
+        self.manifest.require_precisions(RUNNABLE_PRECISIONS, f"onnxruntime ({device})")
         if check_versions:
             self.manifest.require_version("onnxruntime", ort.__version__)
         self.geometry = self.manifest.geometry

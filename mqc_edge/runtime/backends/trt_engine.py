@@ -35,7 +35,7 @@ ENGINE_DIR = "tensorrt"
 ENGINE_MANIFEST = "engines.json"
 ENGINE_FORMAT = "mqc-edge-trt-engines/1"
 TIMING_CACHE = "timing.cache"
-PRECISION_FLAGS = {"fp32": (), "fp16": ("FP16",), "int8": ("INT8",), "mixed": ("FP16", "INT8")}
+PRECISION_FLAGS = {"fp32": (), "fp16": ("FP16",), "bf16": ("BF16",), "int8": ("INT8",), "mixed": ("FP16", "INT8")}
 """A stage's recorded precision -> TensorRT 10 builder flags (weakly typed networks only)."""
 
 
@@ -80,7 +80,7 @@ def profile_shapes(spec: StageSpec, tensor: str, options: EngineOptions) -> tupl
 
 
 def stage_precision(manifest: Manifest, stage: str) -> str:
-    return manifest.content["stages"][stage].get("precision", "fp32")
+    return manifest.stage_precision(stage)
 
 
 def build_engines(trt: Any, manifest: Manifest, engine_dir: Path, device: DeviceInfo,
