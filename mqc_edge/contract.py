@@ -19,7 +19,9 @@ Two dimensions are symbolic:
 
 A model with MQC parts (`ModelGeometry.mqc` set) adds four stages: `text_encoder`,
 `prompt_fusion`, `dami_attention` (memory in the fixed anchor / FIFO / prototype slots of the
-DAMI split) and `quality_head` (the small summaries the DAMI gates read on the host).
+DAMI split) and `quality_head` (the small summaries the DAMI gates read on the host); one with
+the CroBIM-U head (`MQCGeometry.uncertainty`) a fifth, `uncertainty_head` (pixel-wise
+uncertainty of the chosen low-res mask, model/uncertainty.py).
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class MQCGeometry(MemorySplit):
     text_tokens: int = 32  # T: MQCSAMConfig.max_text_tokens (the text encoder's fixed length)
     fusion_tokens: int = 2  # K: MQCSAMConfig.sparse_prompt_tokens (sparse prompts out of the fusion)
     moga: bool = False  # MQCSAMConfig.moga: the DAMI stage then also takes the gating pointer
+    uncertainty: bool = False  # MQCSAMConfig.uncertainty_head: adds the `uncertainty_head` stage
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -339,5 +342,16 @@ def _mqc_stage_specs(g: ModelGeometry, m: MQCGeometry) -> dict[str, StageSpec]:
             (feat, _f32("mask_lowres", 1, 1, low, low), _f32("area_change", 1)),
             (_f32("feat_summary", 1, SUMMARY_ROWS, hid), _f32("robustness", 1)),
         ),
-    )
+    ) + ((_uncertainty_stage_spec(g),) if m.uncertainty else ())
     return {stage.name: stage for stage in stages}
+
+
+def _uncertainty_stage_spec(g: ModelGeometry) -> StageSpec:
+    """CroBIM-U head: the frame's fpn0 (batch 1, shared by its objects) and each object's chosen
+    low-res logits -> per-pixel uncertainty in [0, 1] at the same stride-4 resolution."""
+    low, o = g.lowres_size, OBJECTS
+    return StageSpec(
+        "uncertainty_head",
+        (_f32("fpn0", 1, g.hidden_dim // 8, low, low), _f32("mask_lowres", o, 1, low, low)),
+        (_f32("uncertainty", o, 1, low, low),),
+    )

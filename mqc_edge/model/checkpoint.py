@@ -23,7 +23,7 @@ from mqc_edge.model.sam2_build import read_meta_state
 FORMAT = "mqc-edge-checkpoint/1"
 SAM_PREFIX = "sam."
 TEXT_MODEL_PREFIX = "text_encoder.language_model."
-MQC_PARTS = ("text_encoder.projection", "fusion", "dami", "robustness", "moga")
+MQC_PARTS = ("text_encoder.projection", "fusion", "dami", "robustness", "moga", "uncertainty")
 
 
 @dataclass(frozen=True)

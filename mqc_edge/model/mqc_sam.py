@@ -1,8 +1,9 @@
 """MQC-SAM in PyTorch: Meta's SAM 2.1 (`.sam`) plus the MQC parts that CroBIM-V adds.
 
 `.sam` is an unmodified `SAM2Base`, so official SAM 2.1 checkpoints load into it key for key;
-the MQC parts (text encoder projection, prompt fusion, DAMI, robustness scorer, optional MoGA)
-are siblings, and DAMI reuses `.sam.memory_attention`'s weights instead of copying them.
+the MQC parts (text encoder projection, prompt fusion, DAMI, robustness scorer, optional MoGA,
+optional CroBIM-U uncertainty head) are siblings, and DAMI reuses `.sam.memory_attention`'s
+weights instead of copying them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mqc_edge.model.moga import MoGAAdapters
 from mqc_edge.model.robustness import RobustnessScorer
 from mqc_edge.model.sam2_build import SAM21_CONFIGS, build_sam21
 from mqc_edge.model.text_encoder import TextEmbedding, TextEncoder
+from mqc_edge.model.uncertainty import UncertaintyHead
 
 BOX_CORNER_LABELS = (2, 3)  # SAM's point labels for a box's top-left and bottom-right corners
 
@@ -55,6 +57,8 @@ class MQCSAMConfig:
     moga: bool = False  # RobustPVOS adapters are optional, off by default
     moga_components: int = 4  # rank-1 components per projection (ours)
     robustness_hidden: int = 64  # S_robust MLP width (ours, tiny on purpose)
+    uncertainty_head: bool = False  # CroBIM-U pixel-wise uncertainty head (model/uncertainty.py); off in older files
+    uncertainty_hidden: int = 16  # its conv width (ours: 7.2 k parameters at 16)
 
     def __post_init__(self) -> None:
         if self.sam2_variant not in SAM21_CONFIGS:
@@ -95,7 +99,7 @@ class FirstFrameOutput(NamedTuple):
 
 
 class MQCSAM(nn.Module):
-    """SAM 2.1 + text encoder, prompt fusion, DAMI, S_robust and optional MoGA."""
+    """SAM 2.1 + text encoder, prompt fusion, DAMI, S_robust, optional MoGA and uncertainty head."""
 
     def __init__(self, config: MQCSAMConfig) -> None:
         super().__init__()
@@ -110,6 +114,7 @@ class MQCSAM(nn.Module):
         self.dami = DAMIMemoryAttention(config.memory_split)
         self.robustness = RobustnessScorer(width, config.robustness_hidden)
         self.moga = self._build_moga() if config.moga else None
+        self.uncertainty = UncertaintyHead(width // 8, config.uncertainty_hidden) if config.uncertainty_head else None
 
     def _build_moga(self) -> MoGAAdapters:
         cross = self.sam.memory_attention.layers[0].cross_attn_image

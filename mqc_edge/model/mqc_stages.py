@@ -135,6 +135,18 @@ class QualityHeadStage(nn.Module):
         return torch.stack([frame_mean, target_mean], dim=1), robustness
 
 
+class UncertaintyHeadStage(nn.Module):
+    """CroBIM-U pixel-wise uncertainty of the chosen mask (`MQCSAM.uncertainty`, model/uncertainty.py):
+    fpn0 `[1, 32, S/4, S/4]` + low-res logits `[K, 1, S/4, S/4]` -> `[K, 1, S/4, S/4]` in [0, 1]."""
+
+    def __init__(self, model: MQCSAM) -> None:
+        super().__init__()
+        self.head = model.uncertainty
+
+    def forward(self, fpn0: Tensor, mask_lowres: Tensor) -> Tensor:
+        return self.head(fpn0, mask_lowres)
+
+
 def mqc_geometry_of(model: MQCSAM) -> MQCGeometry:
     """The MQC part of the contract geometry, read off the model's config."""
     config = model.config
@@ -143,6 +155,7 @@ def mqc_geometry_of(model: MQCSAM) -> MQCGeometry:
         text_tokens=config.max_text_tokens,
         fusion_tokens=config.sparse_prompt_tokens,
         moga=config.moga,
+        uncertainty=model.uncertainty is not None,
     )
 
 
@@ -155,6 +168,15 @@ MQC_STAGES: dict[str, type[nn.Module]] = {
 """Contract stage -> its module; `forward` names the stage's inputs in contract order (tested)."""
 
 
+OPTIONAL_MQC_STAGES: dict[str, tuple[str, type[nn.Module]]] = {
+    "uncertainty_head": ("uncertainty", UncertaintyHeadStage),
+}
+"""Contract stage -> (the `MQCSAM` part it needs, its module): present only when the model has the part."""
+
+
 def build_mqc_stages(model: MQCSAM) -> dict[str, nn.Module]:
-    """Every MQC contract stage of `model`, keyed by stage name."""
-    return {name: stage(model) for name, stage in MQC_STAGES.items()}
+    """Every MQC contract stage of `model`, keyed by stage name (optional ones when their part exists)."""
+    stages = {name: stage(model) for name, stage in MQC_STAGES.items()}
+    stages.update({name: stage(model) for name, (part, stage) in OPTIONAL_MQC_STAGES.items()
+                   if getattr(model, part) is not None})
+    return stages

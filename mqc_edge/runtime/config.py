@@ -10,6 +10,7 @@ from mqc_edge.runtime.mqc.tmcc import TMCCConfig
 
 MODES = ("sam2", "mqc")
 ROBUSTNESS_SCORERS = ("learned", "formula")
+MEMORY_WEIGHTINGS = ("confidence", "uncertainty")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class TrackerConfig:
     tmcc: TMCCConfig | None = field(default_factory=TMCCConfig)  # None: no calibration, no start-up delay
     gates: GateConfig = field(default_factory=GateConfig)  # DAMI write gates (runtime/mqc/gates.py)
     robustness: str = "learned"  # S_robust: the model's trained scorer, or gates.robustness_score's formula
+    uncertainty_band_px: int = 2  # boundary band half-width, low-res px, of FrameResult.boundary_uncertainty (ours)
+    uncertainty_gate: float | None = None  # MQC: no FIFO write when boundary_uncertainty exceeds it; None: off
+    memory_weighting: str = "confidence"  # MQC memory writes: sigmoid(logits) (SAM 2), or "uncertainty": x (1 - u)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -34,6 +38,16 @@ class TrackerConfig:
             raise ConfigError(f"fill_hole_area: expected >= 0, got {self.fill_hole_area}")
         if self.robustness not in ROBUSTNESS_SCORERS:
             raise ConfigError(f"robustness: expected one of {ROBUSTNESS_SCORERS}, got {self.robustness!r}")
+        if self.memory_weighting not in MEMORY_WEIGHTINGS:
+            raise ConfigError(f"memory_weighting: expected one of {MEMORY_WEIGHTINGS}, got {self.memory_weighting!r}")
+        if self.uncertainty_band_px < 1 or not (self.uncertainty_gate is None or 0 <= self.uncertainty_gate <= 1):
+            raise ConfigError(f"uncertainty: expected uncertainty_band_px >= 1 and uncertainty_gate None or in "
+                              f"[0, 1], got {self.uncertainty_band_px} and {self.uncertainty_gate}")
+
+    @property
+    def needs_uncertainty(self) -> bool:
+        """Whether this configuration reads the uncertainty head (gate or memory weighting on)."""
+        return self.uncertainty_gate is not None or self.memory_weighting == "uncertainty"
 
     def multimask(self, num_points: int) -> bool:
         """SAM 2's `_use_multimask` (multimask_output_in_sam is on in every SAM 2.1 config)."""

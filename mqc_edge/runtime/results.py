@@ -21,6 +21,8 @@ class FrameResult:
     flags: tuple[str, ...] = ()  # what fired: e.g. "fifo_write", "ambiguous", "tmcc_stationary", "nonfinite"
     quality: dict[str, float] = field(default_factory=dict)  # gate statistics: innovation G, KL, s_t, TMCC window
     roi: tuple[int, int, int, int] | str | None = None  # --roi auto: crop window (x0, y0, x1, y1) frame px or "full"
+    uncertainty: np.ndarray | None = None  # float32 [H, W] in [0, 1]: CroBIM-U P(pixel wrong); None: no head
+    boundary_uncertainty: float | None = None  # mean low-res u in the mask's boundary band (runtime/uncertainty.py)
 
     @property
     def object_present(self) -> bool:

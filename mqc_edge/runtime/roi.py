@@ -230,8 +230,9 @@ class RoiTracker:
             lane.window = place_window((center[0] + window.x0, center[1] + window.y0), window.side, self.frame_size)
         logits = paste(result.logits, window, self.frame_size, BACKGROUND_LOGIT)
         mask = paste(result.mask, window, self.frame_size, False)
+        uncertainty = None if result.uncertainty is None else paste(result.uncertainty, window, self.frame_size, 0.0)
         timings = {**result.timings_ms, "roi": 1e3 * (time.perf_counter() - begin)}
-        return replace(result, logits=logits, mask=mask, roi=window.box, timings_ms=timings)
+        return replace(result, logits=logits, mask=mask, uncertainty=uncertainty, roi=window.box, timings_ms=timings)
 
 
 def _pixels(frame: np.ndarray, window: Window) -> np.ndarray:

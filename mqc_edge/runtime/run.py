@@ -64,11 +64,12 @@ class _ResultSink:
         for results in zip(*per_object, strict=True):
             name, rgb, georef = self.pending.pop(results[0].frame_index)
             for writer, result in zip(self.writers, results):
-                writer.write_frame(name, result.mask, _record(result), logits=result.logits)
+                writer.write_frame(name, result.mask, _record(result), logits=result.logits,
+                                   uncertainty=result.uncertainty)
             for geo_writer, result in zip(self.geo_writers, results):
                 geo_writer.write_frame(name, result.frame_index, result.mask, _number(result.iou), georef)
             if self.overlay is not None:
-                self.overlay.write(rgb, [result.mask for result in results])
+                self.overlay.write(rgb, [result.mask for result in results], [result.uncertainty for result in results])
             self.written += 1
             self.bar.update(1)
 
@@ -100,6 +101,7 @@ def run_video(
     progress: bool = False,
     total: int | None = None,
     overlay_fps: float | None = None,
+    save_uncertainty: bool = False,
 ) -> int:
     """Prompt the first frame with `prompts` (one dict of `Tracker.start` keywords per object), track
     the rest, write each object's outputs and, with `overlay_fps`, O/overlay.mp4. Frames are
@@ -118,7 +120,8 @@ def run_video(
     check_prompts(prompts)
     folders = object_folders(out_dir, len(prompts))
     with ExitStack() as stack:
-        writers = [stack.enter_context(RunWriter(folder, save_logits=save_logits)) for folder in folders]
+        writers = [stack.enter_context(RunWriter(folder, save_logits=save_logits, save_uncertainty=save_uncertainty))
+                   for folder in folders]
         overlay = stack.enter_context(OverlayVideo(Path(out_dir) / OVERLAY_FILE, overlay_fps)) if overlay_fps else None
         bar = stack.enter_context(tqdm(total=total, unit="frame", disable=not progress, file=sys.stderr))
         sink = _ResultSink(writers, folders, overlay, bar, stack)
@@ -173,32 +176,40 @@ def run_model(
     overlay_fps: float | None = None,
     frame_format: FrameFormat | None = None,
     roi: RoiConfig | None = None,
+    save_uncertainty: bool = False,
+    uncertainty_gate: float | None = None,
+    memory_weighting: str = "confidence",
 ) -> tuple[int, str]:
     """`mqc-edge run`: load `model` (a checkpoint or an `mqc-edge export` directory), stream the
     video's frames through one Tracker per object (the image encoder shared), write the outputs
     with a progress bar. Returns frames written and the model's description. `frame_format`
     (default `FrameFormat()`) says how raw pixels become 8-bit RGB: white point, GeoTIFF bands and
     stretch. `roi` (`--roi auto`) tracks tiny objects on crops around them (runtime/roi.py); None
-    (`--roi off`) segments whole frames."""
+    (`--roi off`) segments whole frames. `save_uncertainty` writes the CroBIM-U maps (O/uncertainty/);
+    `uncertainty_gate` and `memory_weighting` are the `TrackerConfig` fields of that name."""
     from mqc_edge.data.frames import frame_count, iter_frames
     from mqc_edge.runtime.model_source import load_model
 
     source = load_model(model, backend, model_config, image_size, threads=threads)
-    tracker = new_tracker(source.backend, TrackerConfig(mode=mode), roi, tokenizer=source.tokenizer,
-                          text_cache=source.text_cache)
+    config = TrackerConfig(mode=mode, uncertainty_gate=uncertainty_gate, memory_weighting=memory_weighting)
+    tracker = new_tracker(source.backend, config, roi, tokenizer=source.tokenizer, text_cache=source.text_cache)
     frame_format = frame_format or FrameFormat()
     frames = iter_frames(video, frame_format)  # whole Frames: a GeoTIFF frame's georef reaches the geo outputs
     count = run_video(tracker, frames, out_dir, prompts, save_logits=save_logits, progress=True,
-                      total=frame_count(video), overlay_fps=overlay_fps)
+                      total=frame_count(video), overlay_fps=overlay_fps, save_uncertainty=save_uncertainty)
     return count, source.description
 
 
 def _record(result: FrameResult) -> dict:
     """One results.jsonl line; non-finite numbers become null (JSON has no NaN). With `--roi auto`, "roi"
-    is the frame's crop window [x0, y0, x1, y1] (frame px, x1 and y1 exclusive) or "full"."""
+    is the frame's crop window [x0, y0, x1, y1] (frame px, x1 and y1 exclusive) or "full"; with an
+    uncertainty head, "boundary_uncertainty" the mean u in the mask's boundary band."""
     roi = {} if result.roi is None else {"roi": result.roi if isinstance(result.roi, str) else list(result.roi)}
+    uncertain = {} if result.boundary_uncertainty is None else {
+        "boundary_uncertainty": _number(result.boundary_uncertainty)}
     return {
         **roi,
+        **uncertain,
         "frame_index": result.frame_index,
         "score": _number(result.iou),
         "object_score": _number(result.object_score),

@@ -23,6 +23,7 @@ from mqc_edge.runtime.prompts import PointPrompt, mask_prompt_input, point_promp
 from mqc_edge.runtime.results import FrameResult
 from mqc_edge.runtime.text import TextSource
 from mqc_edge.runtime.text_cache import cached_embedding
+from mqc_edge.runtime.uncertainty import boundary_uncertainty
 
 MASK_PROMPT_SCORE = 10.0
 """Object score logit of a frame prompted with a non-empty mask (sam2_base.py `_use_mask_as_output`)."""
@@ -60,6 +61,10 @@ class StageCalls:
         self.backend = backend
         self.config = config
         self.geometry = backend.geometry
+        self.has_uncertainty = self.geometry.mqc is not None and self.geometry.mqc.uncertainty
+        if config.needs_uncertainty and not self.has_uncertainty:
+            raise ConfigError("uncertainty gate / memory weighting: this model has no uncertainty_head stage "
+                              "(export a checkpoint trained with the head, training/uncertainty.py)")
 
     def run(self, stage: str, timings: Timings, **inputs: Handle) -> dict[str, Handle]:
         begin = time.perf_counter()
@@ -110,6 +115,14 @@ class StageCalls:
             "memory_encoder", timings, feat=features["feat"], mask_lowres=mask_lowres,
             object_score=object_score, binarize=self.flag(binarize),
         )["memory"]
+
+    def uncertainty(self, features: dict[str, Handle], mask_lowres: Handle, timings: Timings) -> np.ndarray | None:
+        """CroBIM-U uncertainty float32 [S/4, S/4] in [0, 1] of one object's chosen low-res mask
+        (stage `uncertainty_head`), on the host; None when the model has no head."""
+        if not self.has_uncertainty:
+            return None
+        out = self.run("uncertainty_head", timings, fpn0=features["fpn0"], mask_lowres=mask_lowres)
+        return self.read(out["uncertainty"])[0, 0]
 
     def tracking_prompt(self, timings: Timings) -> dict[str, Handle]:
         """SAM 2 prompts a tracking frame with 'no point' tokens only (point_inputs=None)."""
@@ -186,11 +199,15 @@ class StageCalls:
         return self.host(filled[None, None]), filled
 
     def result(self, index: int, frame_size: tuple[int, int], lowres: np.ndarray, decoded: dict[str, Handle],
-               timings: Timings, **extra: object) -> FrameResult:
+               timings: Timings, uncertainty: np.ndarray | None = None, **extra: object) -> FrameResult:
         """Upsample to the frame (as Meta's predictor) and collect scores; `extra` sets flags,
-        quality, or a `mask` that replaces logits > 0 (TMCC on frame 0)."""
+        quality, or a `mask` that replaces logits > 0 (TMCC on frame 0). `uncertainty` (low-res,
+        `StageCalls.uncertainty`) is upsampled the same way and scored on the mask's boundary band."""
         begin = time.perf_counter()
         logits = upsample_logits(lowres, *frame_size)
+        if uncertainty is not None:
+            extra["uncertainty"] = np.clip(upsample_logits(uncertainty, *frame_size), 0.0, 1.0)
+            extra["boundary_uncertainty"] = boundary_uncertainty(uncertainty, lowres, self.config.uncertainty_band_px)
         timings["postprocess"] = 1e3 * (time.perf_counter() - begin)
         mask = extra.pop("mask") if "mask" in extra else logits > 0
         return FrameResult(

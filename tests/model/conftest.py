@@ -29,11 +29,12 @@ def tiny_sam():
 
 @pytest.fixture(scope="session")
 def mqc_model():
-    """MQC-SAM with MoGA on, so that every part exists; eval mode."""
+    """MQC-SAM with MoGA and the uncertainty head on, so that every part exists; eval mode."""
     from mqc_edge.model.mqc_sam import MQCSAM, MQCSAMConfig
 
     torch.manual_seed(0)
-    return MQCSAM(MQCSAMConfig(image_size=IMAGE_SIZE, max_text_tokens=MAX_TOKENS, moga=True)).eval()
+    config = MQCSAMConfig(image_size=IMAGE_SIZE, max_text_tokens=MAX_TOKENS, moga=True, uncertainty_head=True)
+    return MQCSAM(config).eval()
 
 
 def random_memory(split: MemorySplit, batch: int = 1, hw: int = 64, seed: int = 0) -> DAMIMemory:

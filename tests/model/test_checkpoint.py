@@ -76,7 +76,7 @@ def test_official_sam2_checkpoint_loads_into_sam_and_reports_fresh_parts(mqc_mod
     for key, tensor in official.state_dict().items():
         assert torch.equal(model.sam.state_dict()[key], tensor), key
     assert report.source == "sam2-official"
-    assert report.fresh_parts == MQC_PARTS  # MoGA is on in this config, so all five start fresh
+    assert report.fresh_parts == MQC_PARTS  # MoGA and the uncertainty head are on in this config, so all six start fresh
     assert "fresh (untrained) MQC parts: text_encoder.projection, fusion, dami, robustness, moga" in str(report)
 
 

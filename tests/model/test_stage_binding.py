@@ -12,14 +12,16 @@ import inspect
 import pytest
 
 from mqc_edge.contract import ModelGeometry, MQCGeometry, stage_specs
-from mqc_edge.model.mqc_stages import MQC_STAGES
+from mqc_edge.model.mqc_stages import MQC_STAGES, OPTIONAL_MQC_STAGES
 from mqc_edge.model.stages import SAM2_STAGES
 
 
 @pytest.mark.parametrize("moga", [False, True])  # MoGA adds dami_attention's last input, gate_obj_ptr
-def test_forward_parameters_are_the_stage_inputs_in_contract_order(moga: bool) -> None:
-    specs = stage_specs(ModelGeometry(image_size=128, mqc=MQCGeometry(moga=moga)))
-    modules = {**SAM2_STAGES, **MQC_STAGES}
+@pytest.mark.parametrize("uncertainty", [False, True])  # the CroBIM-U head adds the uncertainty_head stage
+def test_forward_parameters_are_the_stage_inputs_in_contract_order(moga: bool, uncertainty: bool) -> None:
+    specs = stage_specs(ModelGeometry(image_size=128, mqc=MQCGeometry(moga=moga, uncertainty=uncertainty)))
+    optional = {name: stage for name, (_, stage) in OPTIONAL_MQC_STAGES.items()} if uncertainty else {}
+    modules = {**SAM2_STAGES, **MQC_STAGES, **optional}
     assert sorted(modules) == sorted(specs)
     for stage, module in modules.items():
         parameters = list(inspect.signature(module.forward).parameters.values())[1:]  # after self

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mqc_edge.runtime.backends.stage_backend import Handle
+from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.mqc.dami_memory import DAMIBank, new_dami_bank
 from mqc_edge.runtime.mqc.gates import (
     InnovationGateState,
@@ -29,6 +30,7 @@ from mqc_edge.runtime.mqc.gates import (
 from mqc_edge.runtime.postprocess import upsample_logits
 from mqc_edge.runtime.results import FrameResult
 from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls, StateHeader, Timings
+from mqc_edge.runtime.uncertainty import boundary_uncertainty, uncertainty_weighted_logits
 from mqc_edge.runtime.mqc.tmcc import TMCCResult, calibrate
 
 
@@ -130,7 +132,8 @@ def _anchor(calls: StageCalls, state: MQCState, pending: PendingStart) -> FrameR
     summary, _ = _quality(calls, pending.features, anchor_lowres, 0.0, timings)
     state.innovation = new_innovation_state(calls.config.gates, reference=summary)
     state.anchor_summary, state.previous_area, state.last_obj_ptr = summary, area, decoded["obj_ptr"]
-    return calls.result(0, state.frame_size, pending.lowres, decoded, timings, mask=mask,
+    uncertainty = calls.uncertainty(pending.features, pending.mask_lowres, timings)
+    return calls.result(0, state.frame_size, pending.lowres, decoded, timings, uncertainty=uncertainty, mask=mask,
                         flags=("anchor", *flags), quality=quality)
 
 
@@ -170,10 +173,12 @@ class _Reading:
     hypotheses: np.ndarray  # float32 [3, S/4, S/4] multimask logits
     ious: np.ndarray  # float32 [3] their predicted IoUs
     object_score: float
+    uncertainty: np.ndarray | None  # float32 [S/4, S/4] CroBIM-U map of `lowres`; None without the head
 
     def finite(self) -> bool:
         scalars = np.array([self.learned_robustness, self.object_score])
-        return all(np.isfinite(a).all() for a in (self.lowres, self.summary, self.hypotheses, self.ious, scalars))
+        arrays = (self.lowres, self.summary, self.hypotheses, self.ious, scalars)
+        return all(np.isfinite(a).all() for a in arrays + ((self.uncertainty,) if self.uncertainty is not None else ()))
 
 
 def _track(calls: StageCalls, state: MQCState, frame: EncodedFrame) -> FrameResult:
@@ -188,13 +193,15 @@ def _track(calls: StageCalls, state: MQCState, frame: EncodedFrame) -> FrameResu
     area_change = abs(area - previous) / max(previous, 1) if previous is not None else 0.0
     summary, learned = _quality(calls, features, mask_lowres, area_change, timings)
     reading = _Reading(lowres, summary, learned, calls.read(decoded["masks_lowres_all"])[0, 1:],
-                       calls.read(decoded["ious_all"])[0, 1:], calls.scalar(decoded["object_score"]))
+                       calls.read(decoded["ious_all"])[0, 1:], calls.scalar(decoded["object_score"]),
+                       calls.uncertainty(features, mask_lowres, timings))
     state.frame_index = index
     if not reading.finite():
         return calls.result(index, state.frame_size, lowres, decoded, timings, flags=("nonfinite",))
     flags, quality = _gate_and_write(calls, state, index, features, decoded, reading, timings)
     state.previous_area, state.last_obj_ptr = area, decoded["obj_ptr"]
-    return calls.result(index, state.frame_size, lowres, decoded, timings, flags=flags, quality=quality)
+    return calls.result(index, state.frame_size, lowres, decoded, timings, uncertainty=reading.uncertainty,
+                        flags=flags, quality=quality)
 
 
 def _decode(calls: StageCalls, state: MQCState, index: int, features: dict[str, Handle],
@@ -211,10 +218,13 @@ def _decode(calls: StageCalls, state: MQCState, index: int, features: dict[str, 
 def _gate_and_write(calls: StageCalls, state: MQCState, index: int, features: dict[str, Handle],
                     decoded: dict[str, Handle], reading: _Reading,
                     timings: Timings) -> tuple[tuple[str, ...], dict[str, float]]:
-    """The DAMI gates decide; one memory encoding (confidence-weighted: sigmoid of the logits,
-    as SAM 2's memory encoder input) serves every bank the frame enters."""
+    """The DAMI gates decide; one memory encoding (`_memory_mask`) serves every bank the frame
+    enters. With `uncertainty_gate` set, a frame whose boundary uncertainty exceeds it does not
+    enter the FIFO (flag "fifo_skipped_uncertain"); the innovation gate has still recorded its G
+    and folded it into f_hat, as for any frame it registered."""
     config = calls.config
     innovation = update_innovation_gate(state.innovation, reading.summary, config.gates)
+    register_fifo = innovation.register and not _too_uncertain(config, reading)
     ambiguity = assess_ambiguity(reading.hypotheses, reading.ious, config.gates)
     if config.robustness == "learned":
         robustness = reading.learned_robustness
@@ -222,9 +232,12 @@ def _gate_and_write(calls: StageCalls, state: MQCState, index: int, features: di
         robustness = robustness_score(reading.summary, state.anchor_summary, reading.lowres, state.previous_area)
     prototype = should_register_prototype(ambiguity, robustness, config.gates)
     flags = ["ambiguous"] if ambiguity.ambiguous else []
-    if innovation.register or prototype:
-        memory = calls.encode_memory(features, decoded["mask_lowres"], decoded["object_score"], False, timings)
-        if innovation.register:
+    if innovation.register and not register_fifo:
+        flags.append("fifo_skipped_uncertain")
+    if register_fifo or prototype:
+        memory = calls.encode_memory(features, _memory_mask(calls, decoded, reading), decoded["object_score"], False,
+                                     timings)
+        if register_fifo:
             state.bank.register_fifo(index, memory, decoded["obj_ptr"])
             flags.append("fifo_write")
         if prototype and state.bank.register_prototype(index, memory, decoded["obj_ptr"], robustness):
@@ -234,3 +247,21 @@ def _gate_and_write(calls: StageCalls, state: MQCState, index: int, features: di
         "ambiguity_kl": ambiguity.divergence, "ambiguity_score_gap": ambiguity.score_gap, "robustness": robustness,
     }
     return tuple(flags), quality
+
+
+def _too_uncertain(config: TrackerConfig, reading: _Reading) -> bool:
+    """The uncertainty gate: boundary uncertainty above `uncertainty_gate` (never when it is None)."""
+    if config.uncertainty_gate is None:
+        return False
+    band = boundary_uncertainty(reading.uncertainty, reading.lowres, config.uncertainty_band_px)
+    return band > config.uncertainty_gate
+
+
+def _memory_mask(calls: StageCalls, decoded: dict[str, Handle], reading: _Reading) -> Handle:
+    """The memory encoder's mask input: the decoder's logits, which the stage squashes with a
+    sigmoid (SAM 2's confidence weighting), or with memory_weighting "uncertainty" logits whose
+    sigmoid is sigmoid(x) (1 - u) (CroBIM-U: the head's confidence weights the write)."""
+    if calls.config.memory_weighting != "uncertainty":
+        return decoded["mask_lowres"]
+    weighted = uncertainty_weighted_logits(calls.read(decoded["mask_lowres"])[0, 0], reading.uncertainty)
+    return calls.host(weighted[None, None])

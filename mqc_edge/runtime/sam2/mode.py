@@ -51,7 +51,8 @@ class SAM2Mode:
             bank = new_memory_bank(calls.backend)
             bank.register_conditioning_frame(0, memory, one["obj_ptr"])
             states.append(SAM2State(0, frame_size, tracking_prompt, bank))
-            results.append([calls.result(0, frame_size, lowres, one, one_timings)])
+            uncertainty = calls.uncertainty(frame0.features, mask_handle, one_timings)
+            results.append([calls.result(0, frame_size, lowres, one, one_timings, uncertainty=uncertainty)])
         return states, results
 
     def step(self, states: list[SAM2State], frame: EncodedFrame) -> list[list[FrameResult]]:
@@ -65,17 +66,20 @@ class SAM2Mode:
         prompt = {name: calls.backend.concat([state.tracking_prompt[name] for state in states])
                   for name in states[0].tracking_prompt}
         decoded = _split(calls, calls.decode(conditioned, frame.features, prompt, multimask, timings))
-        lowres = [calls.hole_filled(one["mask_lowres"])[1] for one in decoded]
+        filled = [calls.hole_filled(one["mask_lowres"]) for one in decoded]
         finite = [bool(np.isfinite(low).all() and np.isfinite(calls.scalar(one["object_score"])))
-                  for low, one in zip(lowres, decoded)]
+                  for (_, low), one in zip(filled, decoded)]
         tracked = [(state, one) for state, one, ok in zip(states, decoded, finite) if ok]
         _encode_and_register(calls, tracked, index, frame, timings)
         share = {**frame.timings, **{stage: ms / len(states) for stage, ms in timings.items()}}
         results = []
-        for state, low, one, ok in zip(states, lowres, decoded, finite):
+        for state, (handle, low), one, ok in zip(states, filled, decoded, finite):
             state.frame_index = index
             flags = () if ok else ("nonfinite",)
-            results.append([calls.result(index, state.frame_size, low, one, dict(share), flags=flags)])
+            one_timings = dict(share)
+            uncertainty = calls.uncertainty(frame.features, handle, one_timings) if ok else None
+            results.append([calls.result(index, state.frame_size, low, one, one_timings, uncertainty=uncertainty,
+                                         flags=flags)])
         return results
 
     def flush(self, states: list[SAM2State]) -> list[list[FrameResult]]:
