@@ -183,7 +183,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         model=model, video=args.video, out_dir=args.out, prompts=args.prompts, mode=args.mode,
         backend=backend, model_config=args.model_config, image_size=args.image_size,
         save_logits=args.save_logits, threads=args.threads, overlay_fps=args.overlay_fps if args.overlay else None,
-        frame_format=frame_format, roi=_roi_config(args),
+        frame_format=frame_format, roi=_roi_config(args), save_uncertainty=args.save_uncertainty,
+        uncertainty_gate=args.uncertainty_gate, memory_weighting=args.memory_weighting,
     )
     print(f"{description}\nwrote {count} frames to {args.out}", file=sys.stderr)
     return 0
@@ -245,10 +246,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from mqc_edge.benchmarks.report import markdown
 
     config = BenchConfig(
-        model_dir=_model_path(args.model_dir), out_dir=args.out, backends=tuple(args.backends), vs_pytorch=args.vs_pytorch,
+        model_dir=_model_path(args.model_dir[0]), variants=tuple(_model_path(path) for path in args.model_dir[1:]),
+        out_dir=args.out, backends=tuple(args.backends), vs_pytorch=args.vs_pytorch,
         vs_sam2=args.vs_sam2, modes=tuple(args.modes), objects=tuple(args.objects), frames=args.frames, repeats=args.repeats, threads=args.threads,
         video=args.video, box=tuple(args.box) if args.box else None, clip_size=args.clip_size, seed=args.seed,
-        device_peak=args.device_peak, device=args.device, precision=args.precision,
+        device_peak=args.device_peak, u8s8_peak=args.u8s8_peak, device=args.device, precision=args.precision,
     )
     print(markdown(run_benchmark(config)))
     print(f"wrote {args.out / 'report.json'}, report.md and plots", file=sys.stderr)
@@ -368,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_parser(commands)
     _add_batch_parser(commands)
     _add_train_parser(commands)
+    _add_train_prompts_parser(commands)
     _add_doctor_parser(commands)
     return parser
 
@@ -419,7 +422,7 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--threads", type=int, default=None, help="with --model: CPU threads of each backend")
     evaluate.add_argument("--variants", nargs="+", default=None, metavar="VARIANT",
                           help="with --model: J&F of these tracking variants on --backend alone instead of parity: "
-                               "mqc, mqc-no-tmcc, sam2-text, sam2-box, flow-gt-mask (docs/model_card.md)")
+                               "mqc, mqc-no-tmcc, sam2-text, sam2-box, sam2-box-roi (crop-and-zoom), flow-gt-mask (docs/model_card.md)")
     evaluate.add_argument("--degrade", default=None, metavar="KINDS",
                           help="with --model: J&F of the variants (default mqc sam2-box) clean and under each of "
                                "these comma-separated degradations of the frames: noise, blur, lowlight, haze, "
@@ -463,6 +466,12 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--out", type=Path, required=True,
                      help="output folder (several objects: one folder each, O/obj<k>, listed in O/objects.json)")
     run.add_argument("--save-logits", action="store_true", help="also write float32 logits/<frame>.npy")
+    run.add_argument("--save-uncertainty", action="store_true",
+                     help="also write uncertainty/<frame>.png, 0-255 = u in [0, 1] (models with the uncertainty head)")
+    run.add_argument("--uncertainty-gate", type=float, default=None, metavar="U",
+                     help="mode mqc: no FIFO memory write when the boundary uncertainty exceeds U (default: off)")
+    run.add_argument("--memory-weighting", choices=("confidence", "uncertainty"), default="confidence",
+                     help="mode mqc: memory writes weighted by sigmoid(logits) (SAM 2) or by it x (1 - uncertainty)")
     run.add_argument("--overlay", action="store_true", help="also write O/overlay.mp4 (every object's mask tinted)")
     run.add_argument("--overlay-fps", type=float, default=10.0, help="frame rate of overlay.mp4")
     run.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
@@ -513,7 +522,9 @@ def _add_build_parser(commands: argparse._SubParsersAction) -> None:
 
 def _add_bench_parser(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="latency, FPS, memory and cost model of every contestant on one clip")
-    bench.add_argument("model_dir", type=Path, help="an `mqc-edge export` directory, or `default` (the shipped model)")
+    bench.add_argument("model_dir", type=Path, nargs="+",
+                       help="an `mqc-edge export` directory, or `default` (the shipped model); several: exports of one "
+                            "model (FP32 first, then its `mqc-edge build`s), side by side in one interleaved run")
     bench.add_argument("--out", type=Path, required=True, help="report folder")
     bench.add_argument("--backends", nargs="+", default=["onnxruntime"],
                        choices=("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "torch"))
@@ -531,6 +542,8 @@ def _add_bench_parser(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--clip-size", type=int, default=480, help="side of the synthetic clip, px")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--device-peak", type=_peak, default=None, help="GFLOPS,GBps (default: measured MatMul peak)")
+    bench.add_argument("--u8s8-peak", type=float, default=None, metavar="GOPS",
+                       help="peak of INT8 stages' floor (default: measured u8s8 MatMulInteger peak)")
     bench.add_argument("--device", default="cpu", help="torch device of --vs-pytorch / torch and --vs-sam2: cpu, cuda, cuda:N")
     bench.add_argument("--precision", choices=("fp32", "tf32", "fp16", "bf16"), default="fp32",
                        help="of the torch contestant and Meta's predictor (tf32 needs CUDA)")
@@ -586,6 +599,41 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--checkpoint-minutes", type=float, default=None, help="default 5")
     train.add_argument("--validate-every", type=int, default=None, help="steps between validation J&F (default 250; 0: never)")
     train.set_defaults(handler=_cmd_train)
+
+
+_CURRICULUM_SETTINGS = ("images", "text_images", "position_steps", "fade_steps", "full_steps", "text_steps")
+
+
+def _add_train_prompts_parser(commands: argparse._SubParsersAction) -> None:
+    prompts = commands.add_parser("train-prompts", help="retrain the prompt path (prompt encoder, mask decoder, text "
+                                                        "projection, fusion) on a frozen image encoder: position first, "
+                                                        "then content, then text (training/prompt_curriculum.py)")
+    prompts.add_argument("--init", default="default", help="checkpoint whose encoder and memory path are kept "
+                                                           "(default: the shipped weights)")
+    prompts.add_argument("--out", type=Path, required=True, help="run folder: model.safetensors, log.jsonl, validation.json")
+    for name in _CURRICULUM_SETTINGS:
+        prompts.add_argument(f"--{name.replace('_', '-')}", type=_positive_int, default=None,
+                             help="default: the shipped run's (CurriculumConfig)")
+    prompts.add_argument("--threads", type=_positive_int, default=1, help="torch threads")
+    prompts.set_defaults(handler=_cmd_train_prompts)
+
+
+def _cmd_train_prompts(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from mqc_edge.default_model import DEFAULT_MODEL, DEFAULT_WEIGHTS
+    from mqc_edge.training.prompt_curriculum import CurriculumConfig, train_prompts
+
+    torch.set_num_threads(args.threads)
+    init = DEFAULT_WEIGHTS if args.init == DEFAULT_MODEL else Path(args.init)
+    if not init.is_file():
+        raise ConfigError(f"--init {init}: no such checkpoint")
+    settings = {name: getattr(args, name) for name in _CURRICULUM_SETTINGS if getattr(args, name) is not None}
+    report = train_prompts(init, args.out, dataclasses.replace(CurriculumConfig(), **settings))
+    print(f"validation IoU {report}; checkpoint {args.out / 'model.safetensors'}", file=sys.stderr)
+    return 0
 
 
 def _add_doctor_parser(commands: argparse._SubParsersAction) -> None:

@@ -113,7 +113,7 @@ def _predict(source, dataset: RVOSDataset, variant: Variant, pred_root: Path) ->
     for video in dataset.videos.values():
         if video.expressions:
             tracker = new_tracker(source.backend, variant.tracker, variant.roi, source.tokenizer, source.text_cache)
-            predict_video(tracker, dataset, video, variant.prompt, pred_root)
+            predict_video({"variant": tracker}, dataset, video, variant.prompt, {"variant": pred_root})
             frames += len(video.frames)
     return frames
 

@@ -174,3 +174,29 @@ def graph_cost(path: Path | onnx.ModelProto, symbols: dict[str, int] | None = No
     bytes_min = sum(_nbytes(name, shapes) for name in dict.fromkeys(boundary))
     return GraphCost(compute, elementwise, bytes_min, touched, dict(by_op), tuple(dict.fromkeys(unknown)))
 
+
+
+PEAK_OF_PRECISION = {"int8": "u8s8"}
+"""The peak a stage's floor is taken against, by its manifest precision: INT8 (QDQ) stages run
+u8s8 MatMulInteger-class kernels; every other stage the FP32 MatMul (the CPU provider runs FP16
+graphs' MatMul/Gemm/Conv as FP32 kernels between Casts, docs/precision.md)."""
+
+
+def stage_cost(path: Path | onnx.ModelProto, precision: str, peaks: dict[str, float], bandwidth_gbps: float,
+               symbols: dict[str, int] | None = None) -> dict[str, float | str]:
+    """One stage's cost and floor. `peaks`: {"fp32": GFLOP/s, "u8s8": GOP/s}, measured in the run
+    (peak.py); the stage's own peak by PEAK_OF_PRECISION. GFLOP and GOP count alike (2 per multiply-add)."""
+    cost = graph_cost(path, symbols)
+    peak = PEAK_OF_PRECISION.get(precision, "fp32")
+    return {"precision": precision, "peak": peak, "peak_gops": peaks[peak], "gflop": cost.flops / 1e9,
+            "gflop_compute": cost.flops_compute / 1e9, "mbytes_min": cost.bytes_min / 1e6,
+            "floor_ms": cost.floor_ms(peaks[peak], bandwidth_gbps)}
+
+
+def stage_efficiency(cost: dict[str, float | str], ms: float) -> dict[str, float | str]:
+    """What a stage measured at `ms` per call achieved: all its GFLOP per second, its fraction of the
+    floor, and its contraction ops (MatMul/Gemm/Conv, what the peak measures) in GOP/s and as a
+    fraction of the stage's own peak (FP32 MatMul, or u8s8 for an INT8 stage)."""
+    compute_gops = cost["gflop_compute"] / (ms / 1e3)
+    return {"gflop": cost["gflop"], "achieved_gflops": cost["gflop"] / (ms / 1e3), "fraction_of_floor": cost["floor_ms"] / ms,
+            "achieved_compute_gops": compute_gops, "peak": cost["peak"], "fraction_of_peak": compute_gops / cost["peak_gops"]}

@@ -7,11 +7,16 @@ the same run. With several object counts (`--objects 1 4 16`) every count is suc
 on the same clip, and every contestant gets the same boxes. `--device cuda` / `--precision` put the
 torch contestant and Meta's predictor (eager, and compiled with `vos_optimized=True` where it builds)
 on the GPU at that precision; our torch contestant also reports its host-device syncs per frame.
+Several exports of one model (`mqc-edge bench FP32_DIR INT8_DIR MIXED_DIR`, builds of `mqc-edge
+build`) are each one more contestant of the same interleaved run, with per-stage ms and speed
+ratios against the first export; INT8 stages are costed against the u8s8 MatMulInteger peak
+measured in the run beside the FP32 MatMul peak (peak.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import platform
 import tempfile
 from dataclasses import dataclass, field
@@ -20,15 +25,15 @@ from typing import Callable
 
 from mqc_edge.benchmarks.clip import BenchClip, Box, prompt_boxes, synthetic_clip, video_clip
 from mqc_edge.benchmarks.contestant import ContestantRun
-from mqc_edge.benchmarks.cost_model import graph_cost
+from mqc_edge.benchmarks.cost_model import stage_cost, stage_efficiency
 from mqc_edge.benchmarks.memory import peak_resident_bytes
-from mqc_edge.benchmarks.peak import measure_matmul_peak
+from mqc_edge.benchmarks.peak import measure_matmul_peak, measure_u8s8_peak
 from mqc_edge.benchmarks.stats import summarize
 from mqc_edge.benchmarks.tracker_contestant import ORCHESTRATION, run_tracker
 from mqc_edge.contract import TRACKING_PROMPT_TOKENS
 from mqc_edge.errors import ConfigError
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.manifest import load_manifest
+from mqc_edge.runtime.manifest import Manifest, load_manifest
 from mqc_edge.runtime.model_source import ModelSource, load_model
 from mqc_edge.runtime.multi_tracker import MultiTracker
 
@@ -56,6 +61,8 @@ class BenchConfig:
     clip_size: int = 480  # synthetic clip side, px
     seed: int = 0
     device_peak: tuple[float, float] | None = None  # (GFLOP/s, GB/s); default: measured MatMul peak, bandwidth 20 GB/s
+    u8s8_peak: float | None = None  # GOP/s of INT8 stages' floor; default: measured u8s8 MatMulInteger peak
+    variants: tuple[Path, ...] = ()  # more exports of model_dir's model (its `mqc-edge build`s), one contestant each
     device: str = "cpu"  # torch device of the torch contestant and Meta's predictor: cpu, cuda, cuda:N
     precision: str = "fp32"  # of the torch contestant and Meta's predictor: fp32, tf32, fp16, bf16 (torch_backend.py)
 
@@ -78,8 +85,47 @@ class ContestantResults:
         return [ms for run in self.runs for ms in run.stage_ms.get(key, [])]
 
 
-def contestant_name(backend: str, mode: str) -> str:
-    return f"mqc-edge/{backend}" + ("" if mode == "sam2" else f" ({mode} mode)")
+def contestant_name(backend: str, mode: str, export: str = "") -> str:
+    """`export`: the export's label when several exports run side by side, else empty."""
+    return f"mqc-edge/{backend}" + (f" {export}" if export else "") + ("" if mode == "sam2" else f" ({mode} mode)")
+
+
+def _model_identity(manifest: Manifest) -> str:
+    """The FP32 export's file hashes: an export's own, or those a build records of its source."""
+    record = manifest.content.get("precision")
+    return json.dumps(record["source_files"] if record else manifest.content["files"], sort_keys=True)
+
+
+def _precision_label(manifest: Manifest) -> str:
+    record = manifest.content.get("precision")
+    return "fp32" if record is None else record["precision"]
+
+
+def export_labels(config: BenchConfig) -> dict[str, Path]:
+    """Label -> export directory, model_dir first: "" when it runs alone; with variants each export's
+    precision (its directory where two share one). ConfigError (one line) when the exports are
+    not all of one model (a build's recorded source hashes against an export's own)."""
+    exports = (config.model_dir, *config.variants)
+    if len(exports) == 1:
+        return {"": config.model_dir}
+    manifests = [load_manifest(path) for path in exports]
+    for path, manifest in zip(exports[1:], manifests[1:]):
+        if _model_identity(manifest) != _model_identity(manifests[0]):
+            raise ConfigError(f"bench: {path} is not an export of the same model as {config.model_dir} "
+                              "(their FP32 sources differ); compare exports of one model")
+    labels = [_precision_label(manifest) for manifest in manifests]
+    if len(set(labels)) < len(labels):
+        labels = [str(path) for path in exports]
+    return dict(zip(labels, exports))
+
+
+def _entrants(config: BenchConfig, labels: dict[str, Path]) -> list[tuple[str, str, Path]]:
+    """(backend, export label, export) of each of our contestants: every backend on every export;
+    torch on the first only (it runs the source weights, whatever precision the graphs have)."""
+    first = next(iter(labels))
+    entrants = [(backend, label, path) for backend in config.backends for label, path in labels.items()
+                if backend != "torch" or label == first]
+    return entrants + ([("torch", first, config.model_dir)] if config.vs_pytorch else [])
 
 
 def check_device(config: BenchConfig) -> None:
@@ -131,7 +177,7 @@ def _sync_counter(source: ModelSource) -> Callable[[], int] | None:
     return (lambda: executor.syncs) if hasattr(executor, "syncs") else None
 
 
-def _runners(config: BenchConfig, clip: BenchClip, boxes: list[Box], sources: dict[str, ModelSource],
+def _runners(config: BenchConfig, clip: BenchClip, boxes: list[Box], sources: dict[tuple[str, str], ModelSource],
              meta: dict[str, object]) -> dict[str, Callable[[], ContestantRun]]:
     """One pass of each contestant on `boxes`, as a call."""
     from mqc_edge.benchmarks.meta_predictor import run_meta_predictor
@@ -139,8 +185,8 @@ def _runners(config: BenchConfig, clip: BenchClip, boxes: list[Box], sources: di
     prompts = [{"box": box} for box in boxes]
     runners: dict[str, Callable[[], ContestantRun]] = {}
     for mode in config.modes:
-        for backend, source in sources.items():
-            name = contestant_name(backend, mode)
+        for (backend, label), source in sources.items():
+            name = contestant_name(backend, mode, label)
             runners[name] = lambda s=source, c=TrackerConfig(mode=mode), n=name: run_tracker(
                 n, MultiTracker(s.backend, c, s.tokenizer, s.text_cache), clip.frames, prompts, _sync_counter(s))
     for name, predictor in meta.items():
@@ -163,9 +209,9 @@ def measure(config: BenchConfig, clip: BenchClip, scratch: Path,
             not_built: dict[str, str] | None = None) -> dict[int, dict[str, ContestantResults]]:
     """Per object count, every contestant's passes; models and sessions are loaded once. A contestant
     that could not be built is left out, its reason added to `not_built`."""
-    names = list(config.backends) + (["torch"] if config.vs_pytorch else [])
-    sources = {backend: _torch_source(config) if backend == "torch" else
-               load_model(config.model_dir, backend=backend, threads=config.threads) for backend in names}
+    sources = {(backend, label): _torch_source(config) if backend == "torch" else
+               load_model(path, backend=backend, threads=config.threads)
+               for backend, label, path in _entrants(config, export_labels(config))}
     meta, skipped = _meta_predictors(config, clip, scratch) if config.vs_sam2 else ({}, {})
     if not_built is not None:
         not_built.update(skipped)
@@ -175,14 +221,12 @@ def measure(config: BenchConfig, clip: BenchClip, scratch: Path,
             for count in config.objects}
 
 
-def _stage_costs(config: BenchConfig, peak_gflops: float, bandwidth: float, objects: int) -> dict[str, dict]:
-    manifest = load_manifest(config.model_dir)
-    costs = {}
-    for stage in manifest.content["stages"]:
-        cost = graph_cost(manifest.stage_file(stage), {"prompt_tokens": TRACKING_PROMPT_TOKENS, "objects": objects})
-        costs[stage] = {"gflop": cost.flops / 1e9, "gflop_compute": cost.flops_compute / 1e9,
-                        "mbytes_min": cost.bytes_min / 1e6, "floor_ms": cost.floor_ms(peak_gflops, bandwidth)}
-    return costs
+def _stage_costs(export: Path, peaks: dict[str, float], bandwidth: float, objects: int) -> dict[str, dict]:
+    """Per stage of `export`: cost and floor against the peak of its precision (cost_model.stage_cost)."""
+    manifest = load_manifest(export)
+    symbols = {"prompt_tokens": TRACKING_PROMPT_TOKENS, "objects": objects}
+    return {stage: stage_cost(manifest.stage_file(stage), entry.get("precision", "fp32"), peaks, bandwidth, symbols)
+            for stage, entry in manifest.content["stages"].items()}
 
 
 def _summarize_contestant(results: ContestantResults, costs: dict[str, dict]) -> dict:
@@ -200,11 +244,8 @@ def _summarize_contestant(results: ContestantResults, costs: dict[str, dict]) ->
         summary["host_syncs_per_frame"] = summarize(syncs).as_dict()
     if ORCHESTRATION in stages:
         summary["orchestration_fraction"] = stages[ORCHESTRATION].p50 / frame.p50
-    summary["stage_efficiency"] = {
-        stage: {"achieved_gflops": cost["gflop"] / (stages[stage].p50 / 1e3),
-                "fraction_of_floor": cost["floor_ms"] / stages[stage].p50}
-        for stage, cost in costs.items() if stage in stages
-    }
+    summary["stage_efficiency"] = {stage: stage_efficiency(cost, stages[stage].p50)
+                                   for stage, cost in costs.items() if stage in stages}
     return summary
 
 
@@ -214,6 +255,18 @@ def _speedups(contestants: dict[str, dict]) -> dict[str, float]:
         return {}
     meta_ms = contestants[META]["ms_per_frame"]["p50"]
     return {name: meta_ms / summary["ms_per_frame"]["p50"] for name, summary in contestants.items() if name != META}
+
+
+def _speedups_vs_first_export(config: BenchConfig, labels: dict[str, Path],
+                               contestants: dict[str, dict]) -> dict[str, float]:
+    """Per contestant of ours: the first export's ms/frame p50 (same backend and mode) over its own."""
+    first = next(iter(labels))
+    ratios = {}
+    for backend, label, _ in _entrants(config, labels):
+        for mode in config.modes:
+            name, base = contestant_name(backend, mode, label), contestant_name(backend, mode, first)
+            ratios[name] = contestants[base]["ms_per_frame"]["p50"] / contestants[name]["ms_per_frame"]["p50"]
+    return ratios
 
 
 def _by_objects(summaries: dict[int, dict[str, dict]]) -> dict[str, dict]:
@@ -241,38 +294,76 @@ def _clip(config: BenchConfig, scratch: Path) -> BenchClip:
     return video_clip(scratch / "clip", config.video, config.frames, [config.box])
 
 
+def _measure_peaks(threads: int, suffix: str = "") -> dict[str, float]:
+    """FP32 MatMul (GFLOP/s) and u8s8 MatMulInteger (GOP/s) peaks, 2048^3 at `threads`: median and best
+    pass, keys ending in `suffix`."""
+    peaks = {}
+    for name, measure_peak in (("matmul_gflops", measure_matmul_peak), ("u8s8_gops", measure_u8s8_peak)):
+        measured = measure_peak(threads=threads)
+        peaks.update({f"{name}_median{suffix}": measured.gflops_median, f"{name}_best{suffix}": measured.gflops_best})
+    return peaks
+
+
+def _used_peaks(config: BenchConfig, peak: dict[str, float]) -> tuple[dict[str, float], float]:
+    """({"fp32": GFLOP/s, "u8s8": GOP/s}, GB/s) for the floors: the injected figures, else the best
+    pass of either measurement (a shared machine's noise only ever slows a MatMul down)."""
+    fp32, bandwidth = config.device_peak or (max(peak["matmul_gflops_best"], peak["matmul_gflops_best_after"]), 20.0)
+    u8s8 = config.u8s8_peak or max(peak["u8s8_gops_best"], peak["u8s8_gops_best_after"])
+    return {"fp32": fp32, "u8s8": u8s8}, bandwidth
+
+
+def _measure_all(config: BenchConfig) -> tuple[dict[int, dict[str, ContestantResults]], dict[str, float], dict[str, str]]:
+    """The contestants' passes, with the peaks measured before and after them; contestants not built, with why."""
+    peak = _measure_peaks(config.threads)
+    not_built: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="mqc-bench-") as scratch_name:
+        results = measure(config, _clip(config, Path(scratch_name)), Path(scratch_name), not_built)
+    peak.update(_measure_peaks(config.threads, "_after"))
+    return results, peak, not_built
+
+
+def _summaries(config: BenchConfig, labels: dict[str, Path], results: dict[int, dict[str, ContestantResults]],
+               costs: dict[int, dict[str, dict]]) -> dict[int, dict[str, dict]]:
+    """Per object count and contestant: its summary, its stages costed from its own export (Meta's
+    predictor and torch: the first export's). ConfigError when a contestant has no per-frame sample."""
+    for name, result in ((name, result) for by_name in results.values() for name, result in by_name.items()):
+        if not result.samples():
+            raise ConfigError(f"bench: {name} emitted no frame one at a time in {config.frames} frames (MQC mode "
+                              "holds the first frames back for TMCC's window): give more --frames")
+    export_of = {contestant_name(backend, mode, label): label
+                 for backend, label, _ in _entrants(config, labels) for mode in config.modes}
+    first = next(iter(labels))
+    return {count: {name: _summarize_contestant(result, costs[count][export_of.get(name, first)])
+                    for name, result in by_name.items()} for count, by_name in results.items()}
+
+
 def run_benchmark(config: BenchConfig) -> dict:
     """Measure every contestant, write R/report.json, R/report.md and the plots; return the report."""
     from mqc_edge.benchmarks.report import write_report
 
     check_device(config)
-    before = measure_matmul_peak(threads=config.threads)
-    not_built: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="mqc-bench-") as scratch_name:
-        results = measure(config, _clip(config, Path(scratch_name)), Path(scratch_name), not_built)
-    after = measure_matmul_peak(threads=config.threads)
-    # the best pass of either measurement: a shared machine's noise only ever slows a MatMul down
-    peak_gflops, bandwidth = config.device_peak or (max(before.gflops_best, after.gflops_best), 20.0)
-    costs = {count: _stage_costs(config, peak_gflops, bandwidth, count) for count in config.objects}
-    for name, result in ((name, result) for by_name in results.values() for name, result in by_name.items()):
-        if not result.samples():
-            raise ConfigError(f"bench: {name} emitted no frame one at a time in {config.frames} frames (MQC mode "
-                              "holds the first frames back for TMCC's window): give more --frames")
-    summaries = {count: {name: _summarize_contestant(result, costs[count]) for name, result in by_name.items()}
-                 for count, by_name in results.items()}
-    headline = config.objects[0]
+    labels = export_labels(config)
+    results, peak, not_built = _measure_all(config)
+    peaks, bandwidth = _used_peaks(config, peak)
+    peak.update(used_gflops=peaks["fp32"], used_u8s8_gops=peaks["u8s8"], used_gbps=bandwidth)
+    costs = {count: {label: _stage_costs(path, peaks, bandwidth, count) for label, path in labels.items()}
+             for count in config.objects}
+    summaries = _summaries(config, labels, results, costs)
+    headline, first = config.objects[0], next(iter(labels))
     report = {
         "config": {"model_dir": str(config.model_dir), "modes": list(config.modes), "objects": list(config.objects),
                    "frames": config.frames, "repeats": config.repeats, "threads": config.threads,
                    "device": config.device, "precision": config.precision,
                    "clip": str(config.video or "synthetic"), "machine": platform.processor() or platform.machine()},
-        "peak": {"matmul_gflops_median": before.gflops_median, "matmul_gflops_best": before.gflops_best,
-                 "matmul_gflops_median_after": after.gflops_median, "matmul_gflops_best_after": after.gflops_best,
-                 "used_gflops": peak_gflops, "used_gbps": bandwidth},
-        "stage_costs": costs[headline],
+        "peak": peak,
+        "stage_costs": costs[headline][first],
         "contestants": summaries[headline],
         "peak_resident_mb": peak_resident_bytes() / 2**20,
     }
+    if config.variants:
+        report["exports"] = {label: str(path) for label, path in labels.items()}
+        report["stage_costs_by_export"] = costs[headline]
+        report["speedup_vs_first_export"] = _speedups_vs_first_export(config, labels, summaries[headline])
     if config.vs_sam2:
         report["speedup_vs_sam2"] = _speedups(summaries[headline])
     if len(config.objects) > 1:

@@ -7,8 +7,12 @@ mask IoU between the two averages >= 0.999 and their J&F differ by <= 0.002. MQC
 prompted with the expressions, SAM 2 mode with each referent's ground-truth box on frame 0.
 All expressions of a video are tracked together, so the image encoder runs once per frame.
 
+A reduced-precision build (`mqc-edge build`; its manifest's `precision.source` names the FP32
+export) is also compared with that FP32 export on the same backend, in lockstep: J&F of both and
+their difference in points, per-frame mask IoU, max logit difference (issue 20).
+
 ```
-R/predictions/<mode>/<backend>/<video>/<exp_id>/<frame>.png   0/255 masks
+R/predictions/<mode>/<backend>/<video>/<exp_id>/<frame>.png   0/255 masks (also fp32-export/ for a build)
 R/metrics/<mode>/<backend>/metrics.json                        data/evaluate.py report
 R/parity.json, R/parity.md                                     the comparison
 ```
@@ -17,7 +21,7 @@ R/parity.json, R/parity.md                                     the comparison
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -30,11 +34,14 @@ from mqc_edge.data.dataset import RVOSDataset, VideoRecord
 from mqc_edge.data.evaluate import evaluate_predictions, prediction_path, read_prediction
 from mqc_edge.errors import ConfigError
 from mqc_edge.runtime.config import TrackerConfig
+from mqc_edge.runtime.manifest import MANIFEST_NAME, load_manifest
 from mqc_edge.runtime.model_source import ModelSource, load_model
 from mqc_edge.runtime.multi_tracker import MultiTracker
 from mqc_edge.runtime.results import FrameResult
 
 REFERENCE = "torch"
+FP32_EXPORT = "fp32-export"
+"""Predictions of a build's FP32 export, on the same backend as the build."""
 
 
 @dataclass(frozen=True)
@@ -70,32 +77,63 @@ def object_prompt(dataset: RVOSDataset, video: VideoRecord, exp_id: str, kind: s
     return {"box": list(box_of(dataset.object_mask(video.name, video.frames[0], expression.obj_id)))}
 
 
-def predict_video(tracker: MultiTracker, dataset: RVOSDataset, video: VideoRecord, prompt_kind: str,
-                  pred_root: Path) -> None:
-    """Every expression of `video` in one MultiTracker; masks to P/<video>/<exp_id>/<frame>.png."""
+@dataclass
+class LogitDelta:
+    """Max |logit difference| between two trackers' results for the same (object, frame index);
+    results are paired as they arrive, so at most the emission skew of the two is held."""
+
+    candidate: str
+    reference: str
+    max_abs: float = 0.0
+    pending: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict)  # [H, W] logits awaiting a mate
+
+    def add(self, name: str, per_object: list[list[FrameResult]]) -> None:
+        """One step's results of tracker `name` (other trackers' results are ignored)."""
+        if name not in (self.candidate, self.reference):
+            return
+        other = self.reference if name == self.candidate else self.candidate
+        for obj, results in enumerate(per_object):
+            for result in results:
+                mate = self.pending.pop((other, obj, result.frame_index), None)
+                if mate is None:
+                    self.pending[(name, obj, result.frame_index)] = result.logits
+                else:
+                    self.max_abs = max(self.max_abs, float(np.abs(result.logits - mate).max()))
+
+
+def predict_video(trackers: dict[str, MultiTracker], dataset: RVOSDataset, video: VideoRecord, prompt_kind: str,
+                  pred_roots: dict[str, Path], delta: LogitDelta | None = None) -> None:
+    """Every expression of `video` through each tracker, in lockstep frame by frame (each frame read
+    once); tracker `name`'s masks to pred_roots[name]/<video>/<exp_id>/<frame>.png; `delta` sees every step."""
     exp_ids = list(video.expressions)
     prompts = [object_prompt(dataset, video, exp_id, prompt_kind) for exp_id in exp_ids]
 
-    def write(per_object: list[list[FrameResult]]) -> None:
+    def write(name: str, per_object: list[list[FrameResult]]) -> None:
+        if delta is not None:
+            delta.add(name, per_object)
         for exp_id, results in zip(exp_ids, per_object, strict=True):
             for result in results:
-                path = prediction_path(pred_root, video.name, exp_id, video.frames[result.frame_index])
+                path = prediction_path(pred_roots[name], video.name, exp_id, video.frames[result.frame_index])
                 write_atomically(path, Image.fromarray(result.mask.astype(np.uint8) * 255).save)
 
     for frame in video.frames:
         rgb = dataset.read_frame(video.name, frame)
-        write(tracker.step(rgb) if tracker.started else tracker.start(rgb, prompts))
-    write(tracker.finish())
+        for name, tracker in trackers.items():
+            write(name, tracker.step(rgb) if tracker.started else tracker.start(rgb, prompts))
+    for name, tracker in trackers.items():
+        write(name, tracker.finish())
 
 
-def predict_dataset(source: ModelSource, dataset: RVOSDataset, config: TrackerConfig, prompt_kind: str,
-                    pred_root: Path) -> int:
-    """Segment every expression of every video; returns the video frames segmented."""
+def predict_dataset(sources: dict[str, ModelSource], dataset: RVOSDataset, config: TrackerConfig, prompt_kind: str,
+                    pred_roots: dict[str, Path], delta: LogitDelta | None = None) -> int:
+    """Segment every expression of every video with every source, in lockstep; returns the video
+    frames segmented (once, whatever the number of sources)."""
     frames = 0
     for video in dataset.videos.values():
         if video.expressions:
-            tracker = MultiTracker(source.backend, config, source.tokenizer, source.text_cache)
-            predict_video(tracker, dataset, video, prompt_kind, pred_root)
+            trackers = {name: MultiTracker(source.backend, config, source.tokenizer, source.text_cache)
+                        for name, source in sources.items()}
+            predict_video(trackers, dataset, video, prompt_kind, pred_roots, delta)
             frames += len(video.frames)
     return frames
 
@@ -120,37 +158,73 @@ def _modes(config: ParityEvalConfig, sources: Iterable[ModelSource]) -> tuple[st
 
 def _mode_report(config: ParityEvalConfig, dataset: RVOSDataset, mode: str,
                  sources: dict[str, ModelSource]) -> dict:
-    """Segment with both backends, score both, compare them."""
-    scores, folders = {}, {}
-    for name, source in sources.items():
-        folders[name] = config.out_dir / "predictions" / mode / name
-        predict_dataset(source, dataset, TrackerConfig(mode=mode), PROMPT_OF_MODE[mode], folders[name])
-        report = evaluate_predictions(folders[name], config.dataset, config.out_dir / "metrics" / mode / name,
+    """Segment with every source (lockstep), score each, compare the backend with torch and, for a
+    reduced-precision build, with its FP32 export."""
+    folders = {name: config.out_dir / "predictions" / mode / name for name in sources}
+    delta = LogitDelta(config.backend, FP32_EXPORT) if FP32_EXPORT in sources else None
+    predict_dataset(sources, dataset, TrackerConfig(mode=mode), PROMPT_OF_MODE[mode], folders, delta)
+    scores = {}
+    for name, folder in folders.items():
+        report = evaluate_predictions(folder, config.dataset, config.out_dir / "metrics" / mode / name,
                                       split=config.split)
         scores[name] = {key: report[key] for key in ("J&F", "J", "F")}
     ious = compare_predictions(dataset, folders[config.backend], folders[REFERENCE])
     jf_delta = abs(scores[config.backend]["J&F"] - scores[REFERENCE]["J&F"])
     iou_mean = float(np.mean(ious))
-    return {
-        "scores": scores, "jf_delta": jf_delta, "iou_mean": iou_mean, "iou_min": float(np.min(ious)),
-        "frames_compared": len(ious),
+    row = {
+        "scores": {name: scores[name] for name in (config.backend, REFERENCE)}, "jf_delta": jf_delta,
+        "iou_mean": iou_mean, "iou_min": float(np.min(ious)), "frames_compared": len(ious),
         "passed": iou_mean >= config.iou_mean_min and jf_delta <= config.jf_delta_max,
     }
+    if delta is not None:
+        row["vs_fp32_export"] = _fp32_delta(dataset, folders, scores, config.backend, delta)
+    return row
+
+
+def _fp32_delta(dataset: RVOSDataset, folders: dict[str, Path], scores: dict[str, dict], backend: str,
+                delta: LogitDelta) -> dict:
+    """The build against its FP32 export: J&F of both and the difference in points
+    (100 x (FP32 - build), as the build gate), per-frame mask IoU, max |logit difference|."""
+    ious = compare_predictions(dataset, folders[backend], folders[FP32_EXPORT])
+    jf_fp32, jf_build = scores[FP32_EXPORT]["J&F"], scores[backend]["J&F"]
+    return {"jf_fp32": jf_fp32, "jf_build": jf_build, "jf_delta_points": 100 * (jf_fp32 - jf_build),
+            "iou_mean": float(np.mean(ious)), "iou_min": float(np.min(ious)), "frames_compared": len(ious),
+            "max_logit_abs": delta.max_abs}
+
+
+def fp32_source(model_dir: Path) -> tuple[Path | None, str | None]:
+    """(the FP32 export a build was made from, None) for a reduced-precision build whose source
+    still exists; (None, one line saying why not) otherwise, or (None, None) for an FP32 export."""
+    record = load_manifest(model_dir).content.get("precision")
+    if record is None:
+        return None, None
+    source = Path(record["source"])
+    if not (source / MANIFEST_NAME).is_file():
+        return None, (f"the FP32 export {source} this {record['precision']} build was made from no longer exists: "
+                      "no delta against it")
+    return source, None
 
 
 def run_parity_eval(config: ParityEvalConfig) -> dict:
-    """Both backends over the dataset in every mode; writes R/parity.json and R/parity.md."""
+    """Both backends (and a build's FP32 export) over the dataset in every mode; writes
+    R/parity.json and R/parity.md."""
     if config.backend == REFERENCE:
         raise ConfigError(f"parity eval backend: compare a graph backend with {REFERENCE}, got {REFERENCE!r}")
     dataset = RVOSDataset.load(config.dataset, split=config.split)
     sources = {name: load_model(config.model_dir, name, threads=config.threads)
                for name in (config.backend, REFERENCE)}
+    source, note = fp32_source(config.model_dir)
+    if source is not None:
+        sources[FP32_EXPORT] = load_model(source, config.backend, threads=config.threads)
     modes = {mode: _mode_report(config, dataset, mode, sources) for mode in _modes(config, sources.values())}
     report = {
         "model_dir": str(config.model_dir), "dataset": str(config.dataset), "backend": config.backend,
         "reference": REFERENCE, "thresholds": {"iou_mean_min": config.iou_mean_min, "jf_delta_max": config.jf_delta_max},
         "videos": len(dataset.videos), "modes": modes, "passed": all(mode["passed"] for mode in modes.values()),
+        "fp32_export": None if source is None else str(source),
     }
+    if note is not None:
+        report["fp32_export_note"] = note
     write_text_atomically(config.out_dir / "parity.json", json.dumps(report, indent=1) + "\n")
     write_text_atomically(config.out_dir / "parity.md", format_parity(report))
     return report
@@ -165,4 +239,20 @@ def format_parity(report: dict) -> str:
         lines.append(f"| {mode} | {row['scores'][backend]['J&F']:.4f} | {row['scores'][reference]['J&F']:.4f} | "
                      f"{row['jf_delta']:.4f} | {row['iou_mean']:.5f} | {row['iou_min']:.4f} | "
                      f"{row['frames_compared']} | {'yes' if row['passed'] else 'NO'} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _format_fp32_delta(report)) + "\n"
+
+
+def _format_fp32_delta(report: dict) -> list[str]:
+    """Markdown of a build against its FP32 export, or the line saying it is gone; [] for an FP32 export."""
+    if "fp32_export_note" in report:
+        return ["", report["fp32_export_note"]]
+    if report.get("fp32_export") is None:
+        return []
+    lines = ["", f"Against the FP32 export {report['fp32_export']} ({report['backend']} both):", "",
+             "| mode | J&F FP32 | J&F build | delta (pts) | IoU mean | IoU min | max logit diff | frames |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for mode, row in report["modes"].items():
+        d = row["vs_fp32_export"]
+        lines.append(f"| {mode} | {d['jf_fp32']:.4f} | {d['jf_build']:.4f} | {d['jf_delta_points']:+.3f} | "
+                     f"{d['iou_mean']:.5f} | {d['iou_min']:.4f} | {d['max_logit_abs']:.3g} | {d['frames_compared']} |")
+    return lines

@@ -1,10 +1,11 @@
-"""Exports of one model at several precisions, side by side: per-stage ms, interleaved, and the
-kernels onnxruntime's CPU provider runs for each stage, by dtype, from its profiler.
+"""The kernels onnxruntime's CPU provider runs for each stage of an export, by dtype, from its
+profiler.
 
 The CPU provider has few FP16 kernels; for a node without one, onnxruntime's graph
 transformer (InsertCastTransformer) wraps the FP32 kernel in Casts. The profiler shows which
 kernels ran with FP16 inputs and how long the inserted Casts took, so the docs can say what
-runs instead of FP16 rather than guess.
+runs instead of FP16 rather than guess. Per-stage ms of several exports side by side come from
+`mqc-edge bench FP32_DIR BUILD_DIR ...` (harness.py), one interleaved run.
 
     python -m mqc_edge.benchmarks.precision_bench DIR [DIR ...] --out R --threads 2
 """
@@ -18,36 +19,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 
 from mqc_edge.atomic import write_text_atomically
-from mqc_edge.calibration.clips import ClipSet, load_clips
-from mqc_edge.calibration.reader import clip_modes, track_prompted
 from mqc_edge.contract import stage_specs
 from mqc_edge.export.inputs import random_inputs
-from mqc_edge.export.precision_gate import tokenizer_of
 from mqc_edge.runtime.manifest import load_manifest
-from mqc_edge.runtime.backends.ort_backend import OrtBackend, session_options
-
-
-def stage_timings(exports: list[Path], clip_set: ClipSet, repeats: int, threads: int) -> dict[str, dict[str, float]]:
-    """{export: {stage: median ms per call}} over `repeats` rounds, the exports interleaved in
-    each round so that load on the machine falls on all of them alike."""
-    backends = {str(path): OrtBackend(path, threads=threads) for path in exports}
-    first = next(iter(backends.values()))
-    clips = load_clips(clip_set, first.geometry.image_size)
-    times: dict[str, dict[str, list[float]]] = {name: defaultdict(list) for name in backends}
-    for _ in range(repeats):
-        for name, backend in backends.items():
-            tokenizer = tokenizer_of(backend)
-            for clip in clips:
-                for mode in clip_modes(clip, tokenizer):
-                    for result in track_prompted(backend, clip, mode, tokenizer)[1:]:  # frame 0: first-call costs
-                        for stage, ms in result.timings_ms.items():
-                            times[name][stage].append(ms)
-    return {name: {stage: float(np.median(values)) for stage, values in sorted(per.items())}
-            for name, per in times.items()}
+from mqc_edge.runtime.backends.ort_backend import session_options
 
 
 def cpu_kernels(export_dir: Path, threads: int, runs: int = 6) -> dict[str, dict[str, Any]]:
@@ -92,17 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("exports", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--clips", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=8)
     args = parser.parse_args(argv)
-    report = {"threads": args.threads,
-              "stage_ms": stage_timings(args.exports, ClipSet(clips=args.clips, frames=args.frames), args.repeats,
-                                        args.threads),
-              "kernels": {str(path): cpu_kernels(path, args.threads) for path in args.exports}}
+    report = {"threads": args.threads, "kernels": {str(path): cpu_kernels(path, args.threads) for path in args.exports}}
     args.out.mkdir(parents=True, exist_ok=True)
     write_text_atomically(args.out / "precision_bench.json", json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report["stage_ms"], indent=1))
+    print(json.dumps({export: {stage: round(k["ms"], 2) for stage, k in kernels.items()}
+                      for export, kernels in report["kernels"].items()}, indent=1))
     return 0
 
 

@@ -16,7 +16,7 @@ def markdown(report: dict) -> str:
              f"{config['objects'][0]} object(s), {config['threads']} threads)", "",
              f"MatMul peak used for the floors: {report['peak']['used_gflops']:.0f} GFLOP/s (best pass of a 2048^3 "
              f"MatMul before and after the contestants; medians {report['peak']['matmul_gflops_median']:.0f} before, "
-             f"{report['peak']['matmul_gflops_median_after']:.0f} after).", "",
+             f"{report['peak']['matmul_gflops_median_after']:.0f} after){_u8s8_line(report['peak'])}.", "",
              "| contestant | ms/frame p50 | p90 | p99 | FPS | first mask ms | orchestration | speedup vs SAM 2 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     speedups = report.get("speedup_vs_sam2", {})
@@ -27,16 +27,52 @@ def markdown(report: dict) -> str:
             f"| {name} | {frame['p50']:.1f} | {frame['p90']:.1f} | {frame['p99']:.1f} | {summary['fps']:.2f} | "
             f"{summary['first_mask_ms']['p50']:.0f} | {'' if overhead is None else f'{100 * overhead:.1f}%'} | "
             f"{'' if name not in speedups else f'{speedups[name]:.2f}x'} |")
-    lines += ["", "| contestant | stage | ms p50 | p90 | p99 | GFLOP | GFLOP/s | fraction of floor |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| contestant | stage | ms p50 | p90 | p99 | GFLOP | GFLOP/s | fraction of floor | MatMul/Conv % of peak |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for name, summary in report["contestants"].items():
         for stage, stats in summary["stages"].items():
-            cost = report["stage_costs"].get(stage)
-            efficiency = summary["stage_efficiency"].get(stage)
-            extra = ("| | |" if cost is None else
-                     f"| {cost['gflop']:.2f} | {efficiency['achieved_gflops']:.0f} | {efficiency['fraction_of_floor']:.2f} |")
-            lines.append(f"| {name} | {stage} | {stats['p50']:.2f} | {stats['p90']:.2f} | {stats['p99']:.2f} {extra}")
-    return "\n".join(lines + _objects_table(report) + _device_lines(report)) + "\n"
+            lines.append(f"| {name} | {stage} | {stats['p50']:.2f} | {stats['p90']:.2f} | {stats['p99']:.2f} "
+                         f"{_efficiency_cells(summary['stage_efficiency'].get(stage))}")
+    return "\n".join(lines + _exports_table(report) + _objects_table(report) + _device_lines(report)) + "\n"
+
+
+def _efficiency_cells(efficiency: dict | None) -> str:
+    """GFLOP, GFLOP/s, fraction of floor, and the MatMul/Conv GOP/s as % of the stage's peak."""
+    if efficiency is None:
+        return "| | | | |"
+    of_peak = ("" if "fraction_of_peak" not in efficiency else
+               f"{100 * efficiency['fraction_of_peak']:.0f}% of {efficiency['peak']} "
+               f"({efficiency['achieved_compute_gops']:.0f} GOP/s)")
+    return (f"| {efficiency['gflop']:.2f} | {efficiency['achieved_gflops']:.0f} | "
+            f"{efficiency['fraction_of_floor']:.2f} | {of_peak} |")
+
+
+def _exports_table(report: dict) -> list[str]:
+    """Several exports of one model side by side: per-stage ms p50 of each, ms/frame, and the speed
+    ratios against the first export and against Meta's predictor."""
+    if "speedup_vs_first_export" not in report:
+        return []
+    names = list(report["speedup_vs_first_export"])
+    stages = list(dict.fromkeys(stage for name in names for stage in report["contestants"][name]["stages"]))
+    vs_meta = report.get("speedup_vs_sam2", {})
+    lines = ["", f"Exports side by side ({', '.join(f'{label}: {path}' for label, path in report['exports'].items())}):",
+             "", "| ms p50 | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for stage in stages:
+        cells = [report["contestants"][name]["stages"].get(stage, {}).get("p50") for name in names]
+        lines.append(f"| {stage} | " + " | ".join("" if ms is None else f"{ms:.2f}" for ms in cells) + " |")
+    lines.append("| **ms/frame** | " + " | ".join(f"{report['contestants'][n]['ms_per_frame']['p50']:.1f}" for n in names) + " |")
+    lines.append("| speed vs first export | " + " | ".join(f"{report['speedup_vs_first_export'][n]:.2f}x" for n in names) + " |")
+    if vs_meta:
+        lines.append("| speed vs Meta's predictor | " + " | ".join(f"{vs_meta[n]:.2f}x" for n in names) + " |")
+    return lines
+
+
+def _u8s8_line(peak: dict) -> str:
+    """The u8s8 MatMulInteger peak that INT8 stages are costed against (absent in older reports)."""
+    if "used_u8s8_gops" not in peak:
+        return ""
+    return (f"; u8s8 MatMulInteger peak for INT8 stages: {peak['used_u8s8_gops']:.0f} GOP/s (medians "
+            f"{peak['u8s8_gops_median']:.0f} before, {peak['u8s8_gops_median_after']:.0f} after)")
 
 
 def _device_lines(report: dict) -> list[str]:

@@ -27,10 +27,11 @@ class FrameLoss:
     dice: torch.Tensor
     iou: torch.Tensor
     object_score: torch.Tensor
+    focal_weight: float = FOCAL_WEIGHT
 
     @property
     def total(self) -> torch.Tensor:
-        return FOCAL_WEIGHT * self.focal + DICE_WEIGHT * self.dice + IOU_WEIGHT * self.iou + CLASS_WEIGHT * self.object_score
+        return self.focal_weight * self.focal + DICE_WEIGHT * self.dice + IOU_WEIGHT * self.iou + CLASS_WEIGHT * self.object_score
 
 
 def sigmoid_focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -58,15 +59,16 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def frame_loss(hypotheses: torch.Tensor, predicted_iou: torch.Tensor, object_score: torch.Tensor,
-               target: torch.Tensor) -> FrameLoss:
+               target: torch.Tensor, focal_weight: float = FOCAL_WEIGHT) -> FrameLoss:
     """hypotheses `[K, H, W]` logits at the target's resolution, predicted_iou `[K]`, object_score
-    a scalar logit, target `[H, W]` float in {0, 1}."""
+    a scalar logit, target `[H, W]` float in {0, 1}; `focal_weight` replaces SAM 2's 20 (a fresh
+    decoder on 0.1-1.5 %-of-frame targets collapses to empty masks under it, docs/model_card.md)."""
     visible = target.any()
     targets = target.expand_as(hypotheses)
     focal, dice_loss = sigmoid_focal(hypotheses, targets), dice(hypotheses, targets)
-    best = torch.argmin(FOCAL_WEIGHT * focal + DICE_WEIGHT * dice_loss).detach()
+    best = torch.argmin(focal_weight * focal + DICE_WEIGHT * dice_loss).detach()
     true_iou = mask_iou(hypotheses.detach(), targets)
     iou_loss = F.l1_loss(predicted_iou, true_iou)
     present = visible.to(hypotheses.dtype)
     score_loss = F.binary_cross_entropy_with_logits(object_score.reshape(()), present)
-    return FrameLoss(present * focal[best], present * dice_loss[best], present * iou_loss, score_loss)
+    return FrameLoss(present * focal[best], present * dice_loss[best], present * iou_loss, score_loss, focal_weight)

@@ -92,3 +92,26 @@ def test_every_exported_stage_is_fully_counted_and_per_object_stages_scale_with_
     one, four = (graph_cost(manifest.stage_file("memory_attention"), {"prompt_tokens": 2, "objects": count}).flops
                  for count in (1, 4))
     assert one > 0 and four == pytest.approx(4 * one, rel=1e-3)
+
+
+def test_an_int8_stage_is_costed_against_the_u8s8_peak_and_others_against_fp32():
+    from mqc_edge.benchmarks.cost_model import stage_cost, stage_efficiency
+
+    model = _model([helper.make_node("MatMul", ["a", "b"], ["c"])], [_value("a", [64, 64]), _value("b", [64, 64])],
+                   [_value("c", [64, 64])])
+    peaks = {"fp32": 10.0, "u8s8": 40.0}
+    gop = 2 * 64**3 / 1e9  # 0.000524288
+    int8, fp32 = (stage_cost(model, precision, peaks, bandwidth_gbps=1e6) for precision in ("int8", "fp32"))
+    assert int8["peak"] == "u8s8" and int8["peak_gops"] == 40.0 and int8["floor_ms"] == pytest.approx(gop / 40.0 * 1e3)
+    assert fp32["peak"] == "fp32" and fp32["floor_ms"] == pytest.approx(gop / 10.0 * 1e3)
+    efficiency = stage_efficiency(int8, ms=0.0524288)  # 0.000524288 GOP in 52.4288 us: 10 GOP/s
+    assert efficiency["achieved_compute_gops"] == pytest.approx(10.0)
+    assert efficiency["fraction_of_peak"] == pytest.approx(0.25) and efficiency["peak"] == "u8s8"
+    assert efficiency["fraction_of_floor"] == pytest.approx(0.25)
+
+
+def test_u8s8_peak_is_positive_and_consistent():
+    from mqc_edge.benchmarks.peak import measure_u8s8_peak
+
+    peak = measure_u8s8_peak(size=256, threads=1, repeats=3)
+    assert 0 < peak.gflops_median <= peak.gflops_best and peak.size == 256

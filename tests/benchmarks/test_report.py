@@ -18,7 +18,7 @@ REPORT = {
             "ms_per_frame": _stats(100.0), "fps": 10.0, "first_mask_ms": _stats(150.0),
             "stages": {"image_encoder": _stats(64.0), "orchestration": _stats(2.0)},
             "orchestration_fraction": 0.02,
-            "stage_efficiency": {"image_encoder": {"achieved_gflops": 273.4, "fraction_of_floor": 0.91}},
+            "stage_efficiency": {"image_encoder": {"gflop": 17.5, "achieved_gflops": 273.4, "fraction_of_floor": 0.91}},
             "resident_mb_by_frame": [300.0, 300.5, 300.5],
         },
         "meta-sam2-predictor": {
@@ -62,3 +62,22 @@ def test_markdown_names_device_precision_host_syncs_and_contestants_not_built():
     assert "- mqc-edge/onnxruntime: 4 host-device syncs per frame (p50), max 4.8 (p99)" in text
     assert "- meta-sam2-predictor (vos_optimized): not built: RuntimeError: no Triton" in text
     assert "host-device syncs" not in markdown(REPORT)  # only contestants that count them report it
+
+
+def test_markdown_puts_exports_side_by_side_and_an_int8_stage_against_the_u8s8_peak():
+    report = json.loads(json.dumps(REPORT))
+    report["peak"].update(used_u8s8_gops=180.0, u8s8_gops_median=170.0, u8s8_gops_median_after=175.0)
+    int8 = json.loads(json.dumps(report["contestants"]["mqc-edge/onnxruntime"]))
+    int8["ms_per_frame"], int8["stages"]["image_encoder"] = _stats(50.0), _stats(32.0)
+    int8["stage_efficiency"]["image_encoder"] = {"gflop": 17.5, "achieved_gflops": 546.9, "fraction_of_floor": 0.5,
+                                                 "achieved_compute_gops": 108.0, "peak": "u8s8", "fraction_of_peak": 0.6}
+    report["contestants"] = {"mqc-edge/onnxruntime fp32": report["contestants"]["mqc-edge/onnxruntime"],
+                             "mqc-edge/onnxruntime int8": int8, "meta-sam2-predictor": report["contestants"]["meta-sam2-predictor"]}
+    report["exports"] = {"fp32": "/e/fp32", "int8": "/e/int8"}
+    report["speedup_vs_first_export"] = {"mqc-edge/onnxruntime fp32": 1.0, "mqc-edge/onnxruntime int8": 2.0}
+    report["speedup_vs_sam2"] = {"mqc-edge/onnxruntime fp32": 1.8, "mqc-edge/onnxruntime int8": 3.6}
+    text = markdown(report)
+    assert "u8s8 MatMulInteger peak for INT8 stages: 180 GOP/s" in text
+    assert "| mqc-edge/onnxruntime int8 | image_encoder | 32.00 | 35.20 | 38.40 | 17.50 | 547 | 0.50 | 60% of u8s8 (108 GOP/s) |" in text
+    assert "| image_encoder | 64.00 | 32.00 |" in text and "| **ms/frame** | 100.0 | 50.0 |" in text
+    assert "| speed vs first export | 1.00x | 2.00x |" in text and "| speed vs Meta's predictor | 1.80x | 3.60x |" in text
