@@ -297,7 +297,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-_TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "clip_frames", "objects", "checkpoint_minutes", "validate_every")
+_TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "clip_frames", "objects", "checkpoint_minutes",
+                   "validate_every", "trainable", "focal_weight")
 
 
 def _new_trainer(out: Path, settings: dict, device: str):
@@ -311,7 +312,8 @@ def _new_trainer(out: Path, settings: dict, device: str):
         if name in settings
     })
     renamed = {"lr": "learning_rate"}
-    config = TrainConfig(**{renamed.get(name, name): value for name, value in settings.items()
+    config = TrainConfig(**{renamed.get(name, name): tuple(value) if name == "trainable" else value
+                            for name, value in settings.items()
                             if name not in ("variant", "image_size", "clip_frames", "objects")})
     sampling = dataclasses.replace(config.sampling, image_size=model_config.image_size,
                                    frames=settings.get("clip_frames", config.sampling.frames),
@@ -594,6 +596,10 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--reinit", nargs="+", default=[], metavar="PREFIX",
                        help="with --init: parameters whose names start with PREFIX keep their fresh init "
                             "(e.g. sam.sam_mask_decoder to restart the decoder on a trained encoder)")
+    train.add_argument("--trainable", nargs="+", default=None, metavar="PREFIX",
+                       help="train only parameters whose names start with PREFIX (e.g. sam.sam_mask_decoder fusion.); "
+                            "the rest stays frozen")
+    train.add_argument("--focal-weight", type=float, default=None, help="focal term's weight (default SAM 2's 20)")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     train.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core free on 2-core hosts)")
     train.add_argument("--checkpoint-minutes", type=float, default=None, help="default 5")

@@ -40,7 +40,7 @@ from mqc_edge.training.clips import (
     TextFeatureCache,
     sample_clip,
 )
-from mqc_edge.training.losses import frame_loss
+from mqc_edge.training.losses import FOCAL_WEIGHT, frame_loss
 from mqc_edge.training.unroll import ClipUnroller, FrameOutput, Start
 
 STATE_FILE, MODEL_FILE, LOG_FILE, PLOT_FILE = "state.pt", "model.safetensors", "log.jsonl", "training.png"
@@ -66,6 +66,8 @@ class TrainConfig:
     clip_pool: int = 0  # 0: a new clip every step; N: cycle over the first N clips (overfitting checks)
     init_from: str | None = None  # "path sha256" of the checkpoint step 0 started from (None: random init)
     reinitialized: tuple[str, ...] = ()  # parameter-name prefixes that kept their fresh init over `init_from`
+    trainable: tuple[str, ...] = ()  # parameter-name prefixes that train (empty: all); the rest stays frozen
+    focal_weight: float = FOCAL_WEIGHT  # SAM 2's 20; 1 for a decoder that is still learning (docs/model_card.md)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -75,6 +77,7 @@ class TrainConfig:
         """A saved config; fields added since it was written take their defaults."""
         values = json.loads(text)
         values["reinitialized"] = tuple(values.get("reinitialized", ()))
+        values["trainable"] = tuple(values.get("trainable", ()))
         sampling = ClipSampling(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.pop("sampling").items()})
         return cls(**values, sampling=sampling)
 
@@ -238,9 +241,12 @@ class Trainer:
 
 
 def _adamw(model: MQCSAM, config: TrainConfig) -> torch.optim.AdamW:
-    """Weight decay on matrices only: norms, biases, embeddings and positional tables keep theirs."""
+    """Weight decay on matrices only: norms, biases, embeddings and positional tables keep theirs.
+    With `config.trainable`, parameters outside those prefixes are frozen (no gradient is computed)."""
     decayed, kept = [], []
     for name, parameter in model.named_parameters():
+        if config.trainable and not name.startswith(config.trainable) and "language_model" not in name:
+            parameter.requires_grad_(False)
         if parameter.requires_grad:
             matrix = parameter.ndim >= 2 and "pos" not in name and "embed" not in name
             (decayed if matrix else kept).append(parameter)
@@ -260,7 +266,8 @@ def object_loss(outputs: list[FrameOutput], masks: np.ndarray, config: TrainConf
     size = masks.shape[-1]
     total = masks.new_zeros(())
     for out, target in zip(outputs, masks):
-        total = total + frame_loss(upsampled(out.hypotheses, size), out.predicted_iou, out.object_score, target).total
+        total = total + frame_loss(upsampled(out.hypotheses, size), out.predicted_iou, out.object_score, target,
+                                   config.focal_weight).total
         if out.robustness is not None:
             chosen = upsampled(out.mask_lowres[0].detach(), size)[0] > 0
             iou = _iou(chosen, target > 0)

@@ -189,3 +189,14 @@ def test_reinit_keeps_a_fresh_head_over_the_init_checkpoint(tmp_path) -> None:
         assert torch.equal(value, expected), name
     with pytest.raises(ConfigError, match="no parameter of the model starts with it"):
         Trainer(tmp_path / "third", _config(steps=1), TINY).start_from(tmp_path / "first" / "model.safetensors", ("sam.nothing",))
+
+
+def test_trainable_prefixes_freeze_everything_else(tmp_path) -> None:
+    torch.manual_seed(0)
+    trainer = Trainer(tmp_path, _config(steps=2, trainable=("sam.sam_mask_decoder",), focal_weight=1.0), TINY)
+    before = {k: v.clone() for k, v in _weights(trainer).items()}
+    trainer.run(progress=False)
+    changed = {k for k, v in _weights(trainer).items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("sam.sam_mask_decoder") for k in changed)
+    resumed = Trainer.resume(tmp_path)
+    assert resumed.config.trainable == ("sam.sam_mask_decoder",) and resumed.config.focal_weight == 1.0
