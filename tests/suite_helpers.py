@@ -4,6 +4,18 @@ EXPRESSIONS = ("the white plane at the top-left", "the ship at the bottom", "the
 """Texts precomputed by the session export (`--texts`); the duplicate checks de-duplication."""
 
 
+def track_all(tracker, frames, prompts) -> list[list]:
+    """Every object's FrameResults of a start/step/finish run of `tracker` (a MultiTracker or
+    anything with its verbs) over `frames`."""
+    per_object = tracker.start(frames[0], prompts)
+    for frame in frames[1:]:
+        for collected, new in zip(per_object, tracker.step(frame)):
+            collected += new
+    for collected, new in zip(per_object, tracker.finish()):
+        collected += new
+    return per_object
+
+
 class CountingBackend:
     """Passes every call through to a real backend and counts the calls per stage."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from suite_helpers import CountingBackend
+from suite_helpers import CountingBackend, track_all
 from mqc_edge.errors import BadFrameError, PromptError
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.multi_tracker import MultiTracker
@@ -28,16 +28,6 @@ def _frames(count: int) -> list[np.ndarray]:
         frame[60:84, 100 - 2 * t : 120 - 2 * t] = (40, 200, 220)
         frames.append(frame)
     return frames
-
-
-def _run_multi(tracker: MultiTracker, frames: list[np.ndarray], prompts: list[dict]) -> list[list]:
-    per_object = tracker.start(frames[0], prompts)
-    for frame in frames[1:]:
-        for collected, new in zip(per_object, tracker.step(frame)):
-            collected += new
-    for collected, new in zip(per_object, tracker.finish()):
-        collected += new
-    return per_object
 
 
 def _run_single(tracker: Tracker, frames: list[np.ndarray], prompt: dict) -> list:
@@ -75,7 +65,7 @@ def test_k_objects_equal_k_trackers_with_one_image_encoding_per_frame(backends, 
     config = TrackerConfig(mode=mode, tmcc=TMCCConfig(n_max=3))  # start-up buffering within the clip
     tokenizer = TextTokenizer(onnx.tokenizer_file, onnx.geometry.mqc.text_tokens)
     shared = CountingBackend(onnx)
-    together = _run_multi(MultiTracker(shared, config, tokenizer), frames, prompts)
+    together = track_all(MultiTracker(shared, config, tokenizer), frames, prompts)
     assert shared.calls["image_encoder"] == len(frames)
     alone = CountingBackend(onnx)
     for prompt, results in zip(prompts, together):

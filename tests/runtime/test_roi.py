@@ -17,6 +17,7 @@ from mqc_edge.runtime.prompts import point_prompt
 from mqc_edge.runtime.roi import (FULL, RoiConfig, RoiTracker, Window, crop, crop_side, mask_box, new_tracker, paste,
                                   place_window, prompt_in_window)
 from mqc_edge.runtime.run import run_video
+from suite_helpers import track_all
 
 HEIGHT, WIDTH = 240, 400  # a "large" frame for the fake backend's 64 px model
 TINY_BOX = [100.0, 100.0, 108.0, 106.0]  # 8 x 6 px: 1.3 model px wide at S = 64
@@ -33,16 +34,6 @@ def _frames(count: int) -> list[np.ndarray]:
         frame[20:200, 200:360] = (40, 200, 220)
         frames.append(frame)
     return frames
-
-
-def _run(tracker, frames: list[np.ndarray], prompts: list[dict]) -> list[list]:
-    per_object = tracker.start(frames[0], prompts)
-    for frame in frames[1:]:
-        for collected, new in zip(per_object, tracker.step(frame)):
-            collected += new
-    for collected, new in zip(per_object, tracker.finish()):
-        collected += new
-    return per_object
 
 
 def test_window_is_centred_clamped_at_the_edges_and_keeps_its_side() -> None:
@@ -99,7 +90,7 @@ def _geometry(image_size: int):
 
 def test_a_tiny_object_is_tracked_on_fixed_size_windows_that_follow_it(fake_backend) -> None:
     roi = RoiConfig(context=8, min_side=64)
-    per_object = _run(RoiTracker(fake_backend, TrackerConfig(mode="sam2"), roi), _frames(6),
+    per_object = track_all(RoiTracker(fake_backend, TrackerConfig(mode="sam2"), roi), _frames(6),
                       [{"box": TINY_BOX}, {"box": BIG_BOX}])
     tiny, big = per_object
     assert [result.frame_index for result in tiny] == [result.frame_index for result in big] == list(range(6))
@@ -124,8 +115,8 @@ def test_a_tiny_object_is_tracked_on_fixed_size_windows_that_follow_it(fake_back
 def test_roi_off_is_todays_tracker_and_large_objects_give_its_results(fake_backend) -> None:
     frames, prompts = _frames(4), [{"box": BIG_BOX}, {"points": [[104, 103]], "labels": [1]}]
     assert type(new_tracker(fake_backend, TrackerConfig(mode="sam2"), None)) is MultiTracker
-    today = _run(MultiTracker(fake_backend, TrackerConfig(mode="sam2")), frames, prompts)
-    auto = _run(RoiTracker(fake_backend, TrackerConfig(mode="sam2"), RoiConfig()), frames, prompts)
+    today = track_all(MultiTracker(fake_backend, TrackerConfig(mode="sam2")), frames, prompts)
+    auto = track_all(RoiTracker(fake_backend, TrackerConfig(mode="sam2"), RoiConfig()), frames, prompts)
     for ours, theirs in zip(auto, today):  # a large box and a points-only prompt (no size) stay on full frames
         for one, other in zip(ours, theirs):
             assert one.roi == FULL and other.roi is None
@@ -135,7 +126,7 @@ def test_roi_off_is_todays_tracker_and_large_objects_give_its_results(fake_backe
 
 def test_mqc_mode_objects_on_crops_and_full_frames_emit_the_same_frames(fake_backend) -> None:
     tracker = RoiTracker(fake_backend, TrackerConfig(mode="mqc"), RoiConfig(min_side=64))
-    tiny, big = _run(tracker, _frames(7), [{"box": TINY_BOX}, {"box": BIG_BOX}])
+    tiny, big = track_all(tracker, _frames(7), [{"box": TINY_BOX}, {"box": BIG_BOX}])
     assert [result.frame_index for result in tiny] == [result.frame_index for result in big] == list(range(7))
     assert all(isinstance(result.roi, tuple) for result in tiny) and all(result.roi == FULL for result in big)
 
