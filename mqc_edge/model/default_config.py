@@ -9,4 +9,5 @@ DEFAULT_MODEL_CONFIG = MQCSAMConfig(
     image_size=256,  # 16x16 stride-16 grid; synthetic targets of 7-30 px at this size stay 2-8 px in the low-res mask
     fusion_layers=1,  # one bidirectional image<->text round keeps the shipped fp16 file under 25 MB
     fusion_mlp_ratio=2,
+    uncertainty_head=True,  # CroBIM-U head (7,249 parameters), trained after the rest by training/uncertainty.py
 )
