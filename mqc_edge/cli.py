@@ -43,6 +43,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
         seed=args.seed,
         split=args.split,
         degrade=args.degrade,
+        target_scale=args.target_scale,
     )
     print(f"wrote {args.videos} videos x {args.frames} frames to {args.out}")
     return 0
@@ -401,6 +402,8 @@ def _add_data_parser(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--split", choices=("train", "test"), default="test")
     synth.add_argument("--degrade", action="store_true", help="add time-varying noise/blur/haze/low light")
+    synth.add_argument("--target-scale", type=float, default=1.0,
+                       help="targets this many times their usual length (0.25: 10-30 px cars in 1920x1080 frames)")
     synth.set_defaults(handler=_cmd_data_synth)
 
 

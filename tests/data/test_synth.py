@@ -239,3 +239,14 @@ def test_cli_round_trip(tmp_path, capsys):
             assert dataset.object_mask(name, "00000", expression.obj_id).any()
     assert main(["data", "synth", "--out", str(out), "--videos", "0"]) == 2
     assert "videos: expected at least 1, got 0" in capsys.readouterr().err
+
+
+def test_target_scale_shrinks_every_target_by_its_square_in_area(tmp_path):
+    full = generate_dataset(tmp_path / "full", 2, 2, (480, 480), seed=3)
+    tiny = generate_dataset(tmp_path / "tiny", 2, 2, (480, 480), seed=3, target_scale=0.25)
+    for video, record in full.videos.items():
+        first = record.frames[0]
+        ratio = (tiny.read_annotation(video, first) > 0).sum() / (full.read_annotation(video, first) > 0).sum()
+        assert 1 / 16 * 0.6 < ratio < 1 / 16 * 1.6
+    with pytest.raises(ConfigError, match="target scale"):
+        generate_dataset(tmp_path / "bad", 1, 1, (64, 64), seed=0, target_scale=0)

@@ -46,13 +46,16 @@ def write_video(writer: DatasetWriter, name: str, renderer: SceneRenderer, frame
 
 
 def generate_dataset(out: Path, videos: int, frames: int, size: tuple[int, int], seed: int, split: str = "test",
-                     degrade: bool = False) -> RVOSDataset:
-    """Write `videos` random videos of `frames` frames and `size` = (width, height) under `out`."""
+                     degrade: bool = False, target_scale: float = 1.0) -> RVOSDataset:
+    """Write `videos` random videos of `frames` frames and `size` = (width, height) under `out`;
+    `target_scale` < 1 makes the targets that much shorter (tiny-target sets, `run --roi`)."""
     _check_arguments(videos, frames, size, seed, split)
+    if not 0 < target_scale <= 1:
+        raise ConfigError(f"target scale: expected 0 < scale <= 1, got {target_scale}")
     writer = DatasetWriter(Path(out))
     for index in tqdm(range(videos), desc="synth", unit="video"):
         rng = np.random.default_rng([seed, index])
-        scene = random_scene(rng, size, frames, degrade)
+        scene = random_scene(rng, size, frames, degrade, target_scale)
         renderer = SceneRenderer(scene, int(rng.integers(2**31)))
         write_video(writer, video_name(seed, index), renderer, frames)
     return writer.close(split)

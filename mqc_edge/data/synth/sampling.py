@@ -142,15 +142,17 @@ def _pose(rng: np.random.Generator, band: _Band, category: str, moving: bool, le
 
 
 def _propose(rng: np.random.Generator, category: str, moving: bool, color: str, bands: list[_Band],
-             frames: int, size: tuple[int, int]) -> _Placed | None:
-    """A random pose for the category on its home band, or None if it does not fit in the frame."""
+             frames: int, size: tuple[int, int], target_scale: float = 1.0) -> _Placed | None:
+    """A random pose for the category on its home band, or None if it does not fit in the frame;
+    `target_scale` multiplies the target's length (its sampled area by the square)."""
     width, height = size
     kind = HOME_BANDS[category][0 if moving else 1]
     homes = [band for band in bands if band.kind == kind]
     if not homes:
         return None
     band = homes[int(rng.integers(len(homes)))]
-    length = length_for_area(category, rng.uniform(*AREA_FRACTION[category]) * width * height)
+    area = target_scale**2 * rng.uniform(*AREA_FRACTION[category]) * width * height
+    length = length_for_area(category, area)
     if kind == "apron":
         length = min(length, 0.9 * band.width)
     if kind == "water" and not moving:
@@ -211,9 +213,9 @@ def _collides(candidate: TargetSpec, placed: list[_Placed], frames: int) -> bool
 
 
 def _place(rng: np.random.Generator, category: str, moving: bool, color: str, bands: list[_Band],
-           placed: list[_Placed], frames: int, size: tuple[int, int]) -> _Placed | None:
+           placed: list[_Placed], frames: int, size: tuple[int, int], target_scale: float) -> _Placed | None:
     for _ in range(PLACEMENT_ATTEMPTS):
-        proposal = _propose(rng, category, moving, color, bands, frames, size)
+        proposal = _propose(rng, category, moving, color, bands, frames, size, target_scale)
         if proposal is not None and not _collides(proposal.target, placed, frames):
             return proposal
     return None
@@ -230,19 +232,19 @@ def _distractor_look(rng: np.random.Generator, referent: TargetSpec) -> tuple[bo
 
 
 def _targets(rng: np.random.Generator, bands: list[_Band], categories: list[str], frames: int,
-             size: tuple[int, int]) -> list[_Placed]:
+             size: tuple[int, int], target_scale: float) -> list[_Placed]:
     """One referred target per category, each followed by 0-2 look-alike distractors."""
     placed: list[_Placed] = []
     for category in categories:
         palette = CATEGORY_COLORS[category]
         referent = _place(rng, category, bool(rng.random() < MOVING_PROBABILITY), palette[int(rng.integers(len(palette)))],
-                          bands, placed, frames, size)
+                          bands, placed, frames, size, target_scale)
         if referent is None:
             continue
         placed.append(referent)
         for _ in range(int(rng.choice(3, p=[0.25, 0.45, 0.3]))):
             moving, color = _distractor_look(rng, referent.target)
-            distractor = _place(rng, category, moving, color, bands, placed, frames, size)
+            distractor = _place(rng, category, moving, color, bands, placed, frames, size, target_scale)
             if distractor is not None:
                 placed.append(_Placed(replace(distractor.target, is_distractor=True), distractor.band))
     return placed
@@ -318,15 +320,17 @@ def _degradation(rng: np.random.Generator, frames: int) -> Degradation:
     )
 
 
-def random_scene(rng: np.random.Generator, size: tuple[int, int], frames: int, degrade: bool = False) -> SceneSpec:
-    """A random satellite-like scene for `frames` frames of `size` = (width, height) px."""
+def random_scene(rng: np.random.Generator, size: tuple[int, int], frames: int, degrade: bool = False,
+                 target_scale: float = 1.0) -> SceneSpec:
+    """A random satellite-like scene for `frames` frames of `size` = (width, height) px; targets
+    `target_scale` times their usual length (0.25: the 10-30 px cars of a 1920x1080 orbit frame)."""
     width, height = size
     short = min(width, height)
     primary = CATEGORIES[int(rng.integers(len(CATEGORIES)))]
     categories = [primary] + [c for c in CATEGORIES if c != primary and rng.random() < 0.35]
     for _ in range(LAYOUT_ATTEMPTS):
         bands = _layout(rng, width, height, set(categories))
-        placed = _targets(rng, bands, categories, frames, size)
+        placed = _targets(rng, bands, categories, frames, size, target_scale)
         if placed:
             break
     else:
