@@ -4,6 +4,15 @@ EXPRESSIONS = ("the white plane at the top-left", "the ship at the bottom", "the
 """Texts precomputed by the session export (`--texts`); the duplicate checks de-duplication."""
 
 
+def synth_dataset(root, videos: int, frames: int, size: int, seed: int):
+    """`mqc-edge data synth` of `videos` x `frames` square `size` px frames into `root`; returns root."""
+    from mqc_edge.cli import main
+
+    assert main(["data", "synth", "--out", str(root), "--videos", str(videos), "--frames", str(frames),
+                 "--size", f"{size}x{size}", "--seed", str(seed)]) == 0
+    return root
+
+
 def track_all(tracker, frames, prompts) -> list[list]:
     """Every object's FrameResults of a start/step/finish run of `tracker` (a MultiTracker or
     anything with its verbs) over `frames`."""

@@ -225,8 +225,8 @@ def _stage_costs(export: Path, peaks: dict[str, float], bandwidth: float, object
     """Per stage of `export`: cost and floor against the peak of its precision (cost_model.stage_cost)."""
     manifest = load_manifest(export)
     symbols = {"prompt_tokens": TRACKING_PROMPT_TOKENS, "objects": objects}
-    return {stage: stage_cost(manifest.stage_file(stage), entry.get("precision", "fp32"), peaks, bandwidth, symbols)
-            for stage, entry in manifest.content["stages"].items()}
+    return {stage: stage_cost(manifest.stage_file(stage), manifest.stage_precision(stage), peaks, bandwidth, symbols)
+            for stage in manifest.content["stages"]}
 
 
 def _summarize_contestant(results: ContestantResults, costs: dict[str, dict]) -> dict:

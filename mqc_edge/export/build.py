@@ -106,8 +106,8 @@ def build_precision(config: BuildConfig) -> dict[str, Any]:
 
 
 def _require_fp32(source: Manifest) -> None:
-    reduced = {name: entry["precision"] for name, entry in source.content["stages"].items()
-               if entry.get("precision", "fp32") != "fp32"}
+    reduced = {name: source.stage_precision(name) for name in source.content["stages"]
+               if source.stage_precision(name) != "fp32"}
     if reduced:
         raise ConfigError(f"{source.root}: stages {reduced} are already reduced; build from the FP32 export")
 

@@ -14,16 +14,14 @@ from mqc_edge.cli import build_parser, main
 from mqc_edge.data.dataset import RVOSDataset
 from mqc_edge.data.synth.degrade import FrameDegradation
 from mqc_edge.errors import ConfigError
+from suite_helpers import synth_dataset
 
 VIDEOS, FRAMES, SIZE = 1, 4, 128
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("synth")
-    assert main(["data", "synth", "--out", str(root), "--videos", str(VIDEOS), "--frames", str(FRAMES),
-                 "--size", f"{SIZE}x{SIZE}", "--seed", "3"]) == 0
-    return root
+    return synth_dataset(tmp_path_factory.mktemp("synth"), VIDEOS, FRAMES, SIZE, seed=3)
 
 
 def suite(kinds: tuple[str, ...], strengths=tuple(DEFAULT_STRENGTHS.items())) -> DegradationEvalConfig:

@@ -11,14 +11,12 @@ import pytest
 from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet
 from mqc_edge.cli import main
 from mqc_edge.export.build import BuildConfig, build_precision
+from suite_helpers import synth_dataset
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("synth")
-    assert main(["data", "synth", "--out", str(root), "--videos", "1", "--frames", "4", "--size", "128x128",
-                 "--seed", "5"]) == 0
-    return root
+    return synth_dataset(tmp_path_factory.mktemp("synth"), 1, 4, 128, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,14 @@ from mqc_edge.benchmarks.parity_eval import ParityEvalConfig, compare_prediction
 from mqc_edge.cli import main
 from mqc_edge.data.dataset import RVOSDataset
 from mqc_edge.errors import ConfigError
+from suite_helpers import synth_dataset
 
 VIDEOS, FRAMES, SIZE = 2, 8, 128
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory):
-    root = tmp_path_factory.mktemp("synth")
-    assert main(["data", "synth", "--out", str(root), "--videos", str(VIDEOS), "--frames", str(FRAMES),
-                 "--size", f"{SIZE}x{SIZE}", "--seed", "3"]) == 0
-    return root
+    return synth_dataset(tmp_path_factory.mktemp("synth"), VIDEOS, FRAMES, SIZE, seed=3)
 
 
 def test_mask_iou_by_hand() -> None:

@@ -79,10 +79,6 @@ def profile_shapes(spec: StageSpec, tensor: str, options: EngineOptions) -> tupl
     return tuple(spec.input(tensor).resolved(size).shape for size in sizes)
 
 
-def stage_precision(manifest: Manifest, stage: str) -> str:
-    return manifest.stage_precision(stage)
-
-
 def build_engines(trt: Any, manifest: Manifest, engine_dir: Path, device: DeviceInfo,
                   options: EngineOptions = EngineOptions(), log: Callable[[str], None] = print) -> Path:
     """Build every stage's engine into `engine_dir`, then write the engine manifest (last, so a
@@ -92,7 +88,7 @@ def build_engines(trt: Any, manifest: Manifest, engine_dir: Path, device: Device
     logger = trt.Logger(trt.Logger.WARNING)
     stages = {}
     for spec in stage_specs(manifest.geometry).values():
-        log(f"building the TensorRT engine of {spec.name} ({stage_precision(manifest, spec.name)})")
+        log(f"building the TensorRT engine of {spec.name} ({manifest.stage_precision(spec.name)})")
         engine = engine_dir / f"{spec.name}.engine"
         data = _build_stage(trt, logger, manifest, spec, engine_dir / TIMING_CACHE, options)
         write_atomically(engine, lambda path: path.write_bytes(data))
@@ -111,7 +107,7 @@ def _environment(trt: Any, device: DeviceInfo) -> dict[str, str]:
 
 def _stage_record(manifest: Manifest, stage: str, engine: Path) -> dict[str, str]:
     onnx = manifest.content["stages"][stage]["file"]
-    return {"onnx": onnx, "onnx_sha256": manifest.content["files"][onnx], "precision": stage_precision(manifest, stage),
+    return {"onnx": onnx, "onnx_sha256": manifest.content["files"][onnx], "precision": manifest.stage_precision(stage),
             "engine": engine.name, "engine_sha256": sha256_of(engine)}
 
 
@@ -125,7 +121,7 @@ def _build_stage(trt: Any, logger: Any, manifest: Manifest, spec: StageSpec, cac
     _parse(trt, logger, network, manifest.stage_file(spec.name))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    for flag in precision_flags(trt, stage_precision(manifest, spec.name)):
+    for flag in precision_flags(trt, manifest.stage_precision(spec.name)):
         config.set_flag(getattr(trt.BuilderFlag, flag))
     cache = config.create_timing_cache(cache_file.read_bytes() if cache_file.is_file() else b"")
     config.set_timing_cache(cache, False)
