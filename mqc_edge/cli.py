@@ -299,7 +299,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 _TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "clip_frames", "objects", "checkpoint_minutes",
-                   "validate_every", "trainable", "focal_weight")
+                   "validate_every", "trainable", "focal_weight", "moga", "degraded_share", "start_shares")
+_MODEL_SETTINGS = {"variant": "sam2_variant", "image_size": "image_size", "moga": "moga"}
+_SAMPLING_SETTINGS = {"clip_frames": "frames", "objects": "max_objects", "degraded_share": "degraded_share",
+                      "start_shares": "start_shares"}
 
 
 def _new_trainer(out: Path, settings: dict, device: str):
@@ -308,17 +311,21 @@ def _new_trainer(out: Path, settings: dict, device: str):
     from mqc_edge.model.default_config import DEFAULT_MODEL_CONFIG
     from mqc_edge.training.trainer import Trainer, TrainConfig
 
+    if not 0.0 <= settings.get("degraded_share", 0.0) <= 1.0:
+        raise ConfigError(f"degraded-share: expected a share in [0, 1], got {settings['degraded_share']}")
+    shares = settings.get("start_shares", (1.0,))
+    if min(shares) < 0 or abs(sum(shares) - 1.0) > 1e-6:
+        raise ConfigError(f"start-shares: expected three non-negative shares summing to 1, got {list(shares)}")
+    if "start_shares" in settings:
+        settings = {**settings, "start_shares": tuple(shares)}
     model_config = dataclasses.replace(DEFAULT_MODEL_CONFIG, **{
-        field: settings[name] for name, field in (("variant", "sam2_variant"), ("image_size", "image_size"))
-        if name in settings
-    })
+        field: settings[name] for name, field in _MODEL_SETTINGS.items() if name in settings})
     renamed = {"lr": "learning_rate"}
     config = TrainConfig(**{renamed.get(name, name): tuple(value) if name == "trainable" else value
                             for name, value in settings.items()
-                            if name not in ("variant", "image_size", "clip_frames", "objects")})
-    sampling = dataclasses.replace(config.sampling, image_size=model_config.image_size,
-                                   frames=settings.get("clip_frames", config.sampling.frames),
-                                   max_objects=settings.get("objects", config.sampling.max_objects))
+                            if name not in _MODEL_SETTINGS and name not in _SAMPLING_SETTINGS})
+    sampling = dataclasses.replace(config.sampling, image_size=model_config.image_size, **{
+        field: settings[name] for name, field in _SAMPLING_SETTINGS.items() if name in settings})
     config = dataclasses.replace(config, sampling=sampling)
     return Trainer(out, config, model_config, device=device)
 
@@ -603,6 +610,14 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                        help="train only parameters whose names start with PREFIX (e.g. sam.sam_mask_decoder fusion.); "
                             "the rest stays frozen")
     train.add_argument("--focal-weight", type=float, default=None, help="focal term's weight (default SAM 2's 20)")
+    train.add_argument("--moga", action="store_true", default=None,
+                       help="switch on the MoGA adapters (RobustPVOS); with --init they start at zero, i.e. as the "
+                            "checkpoint was; train them alone with --trainable moga.")
+    train.add_argument("--degraded-share", type=float, default=None,
+                       help="share of clips with noise/blur/haze/low light (default 0.3; 1.0 for MoGA)")
+    train.add_argument("--start-shares", type=float, nargs=3, default=None, metavar=("TEXT", "BOX", "POINT"),
+                       help="how clips start (default 0.3 0.5 0.2); MoGA sits in MQC mode's memory attention, "
+                            "so it learns from text starts only (1 0 0)")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     train.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core free on 2-core hosts)")
     train.add_argument("--checkpoint-minutes", type=float, default=None, help="default 5")

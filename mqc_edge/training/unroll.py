@@ -182,18 +182,20 @@ class ClipUnroller:
         bank.register_anchor(0, memory0, first.obj_ptr)
         summary0, _ = self._quality(feat[:1], first.mask_lowres, 0.0)
         innovation = new_innovation_state(gates, reference=summary0)
-        previous_area = _area(first.mask_lowres)
+        previous_area, last_obj_ptr = _area(first.mask_lowres), first.obj_ptr
+        gate_moga = self.model.config.moga  # as the runtime: the previous frame's pointer gates MoGA
         outputs = []
         for t in range(1, feat.shape[0]):
             slots = {k: torch.from_numpy(v).to(feat.device) for k, v in bank.dami_inputs(t).items()}
             conditioned = self.stages["dami_attention"](
                 feat[t:t + 1], bank.memory.stacked(), slots["memory_valid"], slots["fifo_age"],
                 bank.obj_ptrs.stacked(), slots["obj_ptr_tpos"], slots["obj_ptr_valid"], slots["ptr_fifo_age"],
+                last_obj_ptr if gate_moga else None,
             )
             out = self._decode(conditioned, fpn0[t:t + 1], fpn1[t:t + 1], *tracking, self._tracking_multimask())
             area = _area(out.mask_lowres)
             summary, robustness = self._quality(feat[t:t + 1], out.mask_lowres, abs(area - previous_area) / max(previous_area, 1))
-            previous_area = area
+            previous_area, last_obj_ptr = area, out.obj_ptr
             register_fifo = update_innovation_gate(innovation, summary, gates).register
             ambiguity = assess_ambiguity(_host(out.hypotheses), _host(out.predicted_iou), gates)
             score = float(robustness.detach())

@@ -75,10 +75,11 @@ def test_train_cli_refuses_to_overwrite_and_resumes(tmp_path, capsys) -> None:
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
 
 
-@pytest.mark.parametrize("kind", ["text", "box"])
+@pytest.mark.parametrize("kind", ["text", "box", "text-moga"])
 def test_training_unroll_equals_the_runtime_tracker(kind: str) -> None:
     """Logits of every frame: the training unroll (eval mode) vs the torch-free Tracker on the
-    torch backend, TMCC and hole filling off (neither is part of the training graph)."""
+    torch backend, TMCC and hole filling off (neither is part of the training graph). With MoGA
+    on (its up vectors made non-zero), both gate frame t's adapters on frame t-1's pointer."""
     from mqc_edge.model.torch_backend import TorchBackend
     from mqc_edge.runtime.config import TrackerConfig
     from mqc_edge.runtime.text import TextTokenizer
@@ -86,7 +87,12 @@ def test_training_unroll_equals_the_runtime_tracker(kind: str) -> None:
     from mqc_edge.training.clips import TextFeatureCache
 
     torch.manual_seed(1)
-    model = MQCSAM(TINY).eval()
+    model = MQCSAM(dataclasses.replace(TINY, moga=kind == "text-moga")).eval()
+    if model.moga is not None:
+        with torch.no_grad():
+            for bank in model.moga.banks.values():
+                bank.up.normal_(std=0.5)
+    kind = kind.removesuffix("-moga")
     clip = sample_clip(5, 0, dataclasses.replace(SAMPLING, frames=5))
     referred = clip.objects[0]
     config = TrackerConfig(mode="mqc" if kind == "text" else "sam2", tmcc=None, fill_hole_area=0)
@@ -200,3 +206,18 @@ def test_trainable_prefixes_freeze_everything_else(tmp_path) -> None:
     assert changed and all(k.startswith("sam.sam_mask_decoder") for k in changed)
     resumed = Trainer.resume(tmp_path)
     assert resumed.config.trainable == ("sam.sam_mask_decoder",) and resumed.config.focal_weight == 1.0
+
+
+def test_train_cli_trains_moga_alone_on_degraded_text_clips(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    base = ["train", "--out", str(out), "--steps", "2", "--image-size", "64", "--validate-every", "0"]
+    assert main([*base, "--start-shares", "0.5", "0.5", "0.5"]) == 2
+    assert "start-shares: expected three non-negative shares summing to 1" in capsys.readouterr().err
+    torch.manual_seed(0)
+    assert main([*base, "--moga", "--trainable", "moga.", "--degraded-share", "1", "--start-shares", "1", "0", "0",
+                 "--clip-frames", "3"]) == 0
+    trainer = Trainer.resume(out)
+    assert trainer.model.config.moga and trainer.config.trainable == ("moga.",)
+    assert trainer.config.sampling.degraded_share == 1.0 and trainer.config.sampling.start_shares == (1.0, 0.0, 0.0)
+    ups = [bank.up for bank in trainer.model.moga.banks.values()]
+    assert any(up.abs().sum() > 0 for up in ups), "MoGA's up vectors start at zero and must have trained"
