@@ -208,7 +208,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     checkpoint = DEFAULT_WEIGHTS if str(args.checkpoint) == DEFAULT_MODEL else args.checkpoint
     manifest = export_model(
         checkpoint=checkpoint, out=args.out, model_config=args.model_config, image_size=args.image_size,
-        opset=args.opset, texts=args.texts,
+        opset=args.opset, texts=args.texts, text_encoder=not args.no_text_encoder,
     )
     parity = manifest["parity"]
     for mode, report in parity["end_to_end"].items():
@@ -229,7 +229,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         stages=tuple(args.stages) if args.stages else None,
         calibration=ClipSet(source=args.calib, clips=args.calib_clips, frames=args.calib_frames, seed=CALIBRATION_SEED),
         gate_clips=ClipSet(clips=args.gate_clips, frames=args.gate_frames),
-        int8=Int8Plan(method=args.method), threads=args.threads, force=args.force,
+        int8=Int8Plan(method=args.method, scheme=args.int8_scheme), threads=args.threads, force=args.force,
     )
     report = build_precision(config)
     for mode, gate in report["gate"]["modes"].items():
@@ -252,6 +252,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         vs_sam2=args.vs_sam2, modes=tuple(args.modes), objects=tuple(args.objects), frames=args.frames, repeats=args.repeats, threads=args.threads,
         video=args.video, box=tuple(args.box) if args.box else None, clip_size=args.clip_size, seed=args.seed,
         device_peak=args.device_peak, u8s8_peak=args.u8s8_peak, device=args.device, precision=args.precision,
+        meta_compiled=args.vs_sam2_compiled,
     )
     print(markdown(run_benchmark(config)))
     print(f"wrote {args.out / 'report.json'}, report.md and plots", file=sys.stderr)
@@ -508,6 +509,9 @@ def _add_export_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--out", type=Path, required=True, help="export directory to write")
     export.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 18)")
     export.add_argument("--texts", type=Path, default=None, help="expressions.txt: one per line, embeddings precomputed")
+    export.add_argument("--no-text-encoder", action="store_true",
+                        help="leave out the text encoder (no transformers or MiniLM needed): box, point and mask "
+                             "prompts in both modes, no text prompts")
     export.set_defaults(handler=_cmd_export)
 
 
@@ -524,7 +528,10 @@ def _add_build_parser(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--calib-frames", type=int, default=8, help="frames per calibration clip")
     build.add_argument("--stages", nargs="+", default=None, help="stages to convert (default: all)")
     build.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
-                       help="INT8 activation range calibration")
+                       help="INT8 activation range calibration (static scheme)")
+    build.add_argument("--int8-scheme", choices=("static", "dynamic"), default="static",
+                       help="static: explicit Q/DQ with calibrated activation scales (every backend, TensorRT's INT8); "
+                            "dynamic: MatMul activations quantized per call, no calibration (onnxruntime CPU only)")
     build.add_argument("--gate-clips", type=int, default=4, help="held-out clips of the accuracy gate")
     build.add_argument("--gate-frames", type=int, default=16, help="frames per gate clip")
     build.add_argument("--threads", type=int, default=2, help="onnxruntime threads (calibration, gate, timings)")
@@ -542,6 +549,9 @@ def _add_bench_parser(commands: argparse._SubParsersAction) -> None:
                        choices=("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "torch"))
     bench.add_argument("--vs-pytorch", action="store_true", help="add the torch reference pipeline")
     bench.add_argument("--vs-sam2", action="store_true", help="add Meta's SAM2VideoPredictor (same weights)")
+    bench.add_argument("--vs-sam2-compiled", action="store_true",
+                       help="with --vs-sam2 on --device cuda: also Meta's predictor compiled (vos_optimized=True; "
+                            "torch.compile takes minutes)")
     bench.add_argument("--modes", nargs="+", choices=("sam2", "mqc"), default=["sam2"],
                        help="our runtime's modes (Meta's predictor is SAM 2); mqc needs an MQC-SAM export")
     bench.add_argument("--objects", nargs="+", type=int, default=[1],

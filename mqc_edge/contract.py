@@ -21,7 +21,9 @@ A model with MQC parts (`ModelGeometry.mqc` set) adds four stages: `text_encoder
 `prompt_fusion`, `dami_attention` (memory in the fixed anchor / FIFO / prototype slots of the
 DAMI split) and `quality_head` (the small summaries the DAMI gates read on the host); one with
 the CroBIM-U head (`MQCGeometry.uncertainty`) a fifth, `uncertainty_head` (pixel-wise
-uncertainty of the chosen low-res mask, model/uncertainty.py).
+uncertainty of the chosen low-res mask, model/uncertainty.py). One built without its language
+model (`MQCGeometry.text_encoder` False, `mqc-edge export --no-text-encoder`) has no
+`text_encoder` stage: its MQC mode starts from boxes, points or masks only.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class MQCGeometry(MemorySplit):
     fusion_tokens: int = 2  # K: MQCSAMConfig.sparse_prompt_tokens (sparse prompts out of the fusion)
     moga: bool = False  # MQCSAMConfig.moga: the DAMI stage then also takes the gating pointer
     uncertainty: bool = False  # MQCSAMConfig.uncertainty_head: adds the `uncertainty_head` stage
+    text_encoder: bool = True  # False: no `text_encoder` stage (MQCSAM text_model=False, export --no-text-encoder)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -325,12 +328,12 @@ def _mqc_stage_specs(g: ModelGeometry, m: MQCGeometry) -> dict[str, StageSpec]:
         TensorSpec("obj_ptr_valid", "bool", (m.pointer_slots,)),
         TensorSpec("ptr_fifo_age", "int64", (m.fifo_pointers,)),
     ) + ((_f32("gate_obj_ptr", 1, hid),) if m.moga else ())
-    stages = (
-        StageSpec(
-            "text_encoder",
-            (TensorSpec("input_ids", "int64", (1, t)), TensorSpec("attention_mask", "int64", (1, t))),
-            (text_tokens, text_mask, _f32("text_pooled", 1, hid)),
-        ),
+    text_encoder = StageSpec(
+        "text_encoder",
+        (TensorSpec("input_ids", "int64", (1, t)), TensorSpec("attention_mask", "int64", (1, t))),
+        (text_tokens, text_mask, _f32("text_pooled", 1, hid)),
+    )
+    stages = ((text_encoder,) if m.text_encoder else ()) + (
         StageSpec(
             "prompt_fusion",
             (conditioned, text_tokens, text_mask),

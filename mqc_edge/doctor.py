@@ -183,7 +183,7 @@ def _precision_of(export: Path) -> str:
 
     stages = json.loads((Path(export) / "manifest.json").read_text())["stages"].values()
     recorded = {entry.get("precision", "fp32") for entry in stages}
-    return next((p for p in ("int8", "mixed", "fp16") if p in recorded), "fp32").upper()
+    return next((p for p in ("int8", "int8-dynamic", "mixed", "fp16") if p in recorded), "fp32").upper()
 
 
 def default_fp16_export(default_dir: Path, threads: int = 2, log: Callable[[str], None] = print) -> Path:

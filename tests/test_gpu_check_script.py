@@ -1,5 +1,6 @@
 """scripts/gpu_check.sh without a GPU: it parses, refuses a missing or unsafe wheel folder in one
-line, and its plan fits the 8-minute budget. The GPU run itself happens on the GPU machine."""
+line, its plan fits the 8-minute budget, and without a carried export the bench runs on one the
+export step makes there without the text encoder. The GPU run itself happens on the GPU machine."""
 
 import re
 import subprocess
@@ -11,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 
 
-def _run(*args: str, wheels: Path) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "GPU_WHEELS": str(wheels), "HOME": str(wheels.parent)}
+def _run(*args: str, wheels: Path, **environ: str) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "GPU_WHEELS": str(wheels), "HOME": str(wheels.parent), **environ}
     return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=30)
 
 
@@ -38,6 +39,24 @@ def test_plan_lists_the_steps_within_eight_minutes(tmp_path):
     done = _run("--plan", wheels=tmp_path)
     assert done.returncode == 0, done.stderr
     limits = dict(re.findall(r"^step (\w+)\s+(\d+) s", done.stdout, re.M))
-    assert set(limits) == {"install", "gpu_tests", "triton_timing", "bench"}
+    assert list(limits) == ["install", "gpu_tests", "triton_timing", "export", "bench", "bench_compiled"]
     assert sum(map(int, limits.values())) <= 8 * 60 - 30  # leaves time for the summary and start-up
-    assert "--device cuda --modes sam2 mqc --clip-size 480 --frames 24" in done.stdout
+    bench = re.search(r"^step bench\s+\d+ s\s+(.*)$", done.stdout, re.M).group(1)
+    assert "--device cuda --backends torch --vs-sam2 --modes sam2 mqc" in bench and "--objects 1 4 16" in bench
+    assert "--vs-sam2-compiled" not in bench  # torch.compile's minutes have their own step and limit
+    assert "--vs-sam2-compiled" in re.search(r"^step bench_compiled\s+\d+ s\s*(.*)$", done.stdout, re.M).group(1)
+
+
+def test_without_a_carried_export_the_bench_runs_on_one_made_there_without_the_text_encoder(tmp_path):
+    (tmp_path / "rf_sam_2-1.0.3-py3-none-any.whl").write_bytes(b"")
+    plan = _run("--plan", wheels=tmp_path, MQC_EDGE_CACHE=str(tmp_path / "cache")).stdout  # holds no default export
+    export = re.search(r"^step export\s+\d+ s\s+(.*)$", plan, re.M).group(1)
+    assert export == "mqc-edge export --checkpoint default --out .gpu_cache/default_no_text --no-text-encoder"
+    assert re.search(r"^step bench\s+\d+ s\s+mqc-edge bench \.gpu_cache/default_no_text ", plan, re.M)
+
+
+def test_a_carried_export_skips_the_export_step(tmp_path):
+    (tmp_path / "rf_sam_2-1.0.3-py3-none-any.whl").write_bytes(b"")
+    plan = _run("--plan", wheels=tmp_path, GPU_CHECK_MODEL="/data/model").stdout
+    assert "(skipped: GPU_CHECK_MODEL names a carried export)" in plan
+    assert re.search(r"^step bench\s+\d+ s\s+mqc-edge bench /data/model ", plan, re.M)

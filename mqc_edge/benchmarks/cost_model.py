@@ -23,7 +23,7 @@ import onnx
 from onnx import shape_inference
 from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-COMPUTE_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose", "Attention", "MultiHeadAttention", "Einsum")
+COMPUTE_OPS = ("MatMul", "MatMulInteger", "Gemm", "Conv", "ConvTranspose", "Attention", "MultiHeadAttention", "Einsum")
 """Ops whose FLOPs scale with a contraction; everything else is element-wise or data movement."""
 
 MOVEMENT_OPS = {
@@ -116,7 +116,7 @@ def node_flops(node: onnx.NodeProto, shapes: dict[str, tuple[tuple[int, ...], in
         return shapes[name][0]
 
     out = shape(node.output[0])
-    if node.op_type == "MatMul":
+    if node.op_type in ("MatMul", "MatMulInteger"):
         return 2 * math.prod(out) * shape(node.input[0])[-1]
     if node.op_type == "Gemm":
         a = shape(node.input[0])
@@ -176,8 +176,8 @@ def graph_cost(path: Path | onnx.ModelProto, symbols: dict[str, int] | None = No
 
 
 
-PEAK_OF_PRECISION = {"int8": "u8s8"}
-"""The peak a stage's floor is taken against, by its manifest precision: INT8 (QDQ) stages run
+PEAK_OF_PRECISION = {"int8": "u8s8", "int8-dynamic": "u8s8"}
+"""The peak a stage's floor is taken against, by its manifest precision: INT8 (QDQ or dynamic) stages run
 u8s8 MatMulInteger-class kernels; every other stage the FP32 MatMul (the CPU provider runs FP16
 graphs' MatMul/Gemm/Conv as FP32 kernels between Casts, docs/precision.md)."""
 

@@ -5,8 +5,8 @@ pass each, so a slow drift of the machine (thermal, a neighbour process) spreads
 them instead of biasing whichever ran last. Ratios are only ever taken between contestants of
 the same run. With several object counts (`--objects 1 4 16`) every count is such a round,
 on the same clip, and every contestant gets the same boxes. `--device cuda` / `--precision` put the
-torch contestant and Meta's predictor (eager, and compiled with `vos_optimized=True` where it builds)
-on the GPU at that precision; our torch contestant also reports its host-device syncs per frame.
+torch contestant and Meta's predictor (eager; with `--vs-sam2-compiled` also compiled,
+`vos_optimized=True`, where it builds) on the GPU at that precision; our torch contestant also reports its host-device syncs per frame.
 Several exports of one model (`mqc-edge bench FP32_DIR INT8_DIR MIXED_DIR`, builds of `mqc-edge
 build`) are each one more contestant of the same interleaved run, with per-stage ms and speed
 ratios against the first export; INT8 stages are costed against the u8s8 MatMulInteger peak
@@ -65,12 +65,16 @@ class BenchConfig:
     variants: tuple[Path, ...] = ()  # more exports of model_dir's model (its `mqc-edge build`s), one contestant each
     device: str = "cpu"  # torch device of the torch contestant and Meta's predictor: cpu, cuda, cuda:N
     precision: str = "fp32"  # of the torch contestant and Meta's predictor: fp32, tf32, fp16, bf16 (torch_backend.py)
+    meta_compiled: bool = False  # with vs_sam2 on CUDA: Meta's predictor compiled too (vos_optimized: minutes of torch.compile)
 
     def __post_init__(self) -> None:
         if not self.modes or set(self.modes) - set(MODES):
             raise ConfigError(f"bench modes: expected some of {MODES}, got {self.modes}")
         if not self.objects or min(self.objects) < 1:
             raise ConfigError(f"bench objects: expected counts >= 1, got {self.objects}")
+        if self.meta_compiled and not (self.vs_sam2 and self.device.startswith("cuda")):
+            raise ConfigError("bench --vs-sam2-compiled: Meta's compiled predictor (vos_optimized) runs with "
+                              f"--vs-sam2 on a CUDA --device; got vs_sam2={self.vs_sam2}, device {self.device}")
 
 
 @dataclass
@@ -138,8 +142,9 @@ def check_device(config: BenchConfig) -> None:
 
 
 def _meta_predictors(config: BenchConfig, clip: BenchClip, scratch: Path) -> tuple[dict[str, object], dict[str, str]]:
-    """Meta's predictor by contestant name, and why a variant was not built: eager always; on CUDA
-    also compiled (`vos_optimized=True`), kept only if it builds and runs one pass on the clip."""
+    """Meta's predictor by contestant name, and why a variant was not built: eager always; with
+    `meta_compiled` (CUDA) also compiled (`vos_optimized=True`), kept only if it builds and runs one
+    pass on the clip."""
     import torch
 
     from mqc_edge.benchmarks.meta_predictor import build_meta_predictor, meta_checkpoint, run_meta_predictor
@@ -149,7 +154,7 @@ def _meta_predictors(config: BenchConfig, clip: BenchClip, scratch: Path) -> tup
     checkpoint = meta_checkpoint(manifest.file("weights"), scratch / "meta_sam2.pt")
     build = (checkpoint, manifest.content["model"]["sam2_variant"], manifest.geometry.image_size, config.device)
     predictors: dict[str, object] = {META: build_meta_predictor(*build)}
-    if not config.device.startswith("cuda"):
+    if not config.meta_compiled:
         return predictors, {}
     try:
         compiled = build_meta_predictor(*build, vos_optimized=True)

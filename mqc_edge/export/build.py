@@ -25,7 +25,8 @@ from mqc_edge.atomic import write_text_atomically
 from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet, load_clips
 from mqc_edge.calibration.reader import record_stage_feeds
 from mqc_edge.errors import ConfigError
-from mqc_edge.export.precision import PRECISIONS, Fp16Plan, Int8Plan, quantizable, write_fp16, write_int8
+from mqc_edge.export.precision import (PRECISIONS, Fp16Plan, Int8Plan, quantizable, write_fp16, write_int8,
+                                       write_int8_dynamic)
 from mqc_edge.export.precision_gate import (
     GATES, GateThresholds, PrecisionGateError, Runs, format_gate, gate_report, stage_ms, tokenizer_of, track_all,
 )
@@ -134,6 +135,8 @@ def _convert(config: BuildConfig, source: Manifest, stages: list[str], scratch: 
             write_fp16(source.stage_file(name), folder / f"{name}.onnx", config.fp16)
             plan.graphs[name] = (folder / f"{name}.onnx", "fp16")
         return plan
+    if config.int8.scheme == "dynamic":
+        return _convert_dynamic(config, source, stages, folder, plan)
     backend = OrtBackend(source.root, threads=config.threads)
     clips = load_clips(config.calibration, source.geometry.image_size)
     feeds = record_stage_feeds(backend, clips, tokenizer_of(backend))
@@ -141,15 +144,31 @@ def _convert(config: BuildConfig, source: Manifest, stages: list[str], scratch: 
                         "clips_used": [clip.name for clip in clips],
                         "calls_per_stage": {name: len(feeds.get(name, [])) for name in stages}}
     for name in stages:
-        if not quantizable(source.stage_file(name), config.int8):
-            plan.notes[name] = f"fp32: none of {list(config.int8.op_types)} to quantize"
+        if _note_unquantizable(config, source, name, plan):
             continue
         if not feeds.get(name):
             plan.notes[name] = "fp32: never called on the calibration clips, so no scales"
             continue
         write_int8(source.stage_file(name), folder / f"{name}.onnx", feeds[name], config.int8)
-        plan.graphs[name] = (folder / f"{name}.onnx", "int8")
+        plan.graphs[name] = (folder / f"{name}.onnx", config.int8.stage_precision)
     return plan
+
+
+def _convert_dynamic(config: BuildConfig, source: Manifest, stages: list[str], folder: Path, plan: _Plan) -> _Plan:
+    """The dynamic INT8 scheme: no calibration, each quantizable stage through `write_int8_dynamic`."""
+    for name in stages:
+        if not _note_unquantizable(config, source, name, plan):
+            write_int8_dynamic(source.stage_file(name), folder / f"{name}.onnx", config.int8)
+            plan.graphs[name] = (folder / f"{name}.onnx", config.int8.stage_precision)
+    return plan
+
+
+def _note_unquantizable(config: BuildConfig, source: Manifest, name: str, plan: _Plan) -> bool:
+    """True (and a note) when the stage has none of the plan's ops and stays FP32."""
+    if quantizable(source.stage_file(name), config.int8):
+        return False
+    plan.notes[name] = f"fp32: none of {list(config.int8.quantized_ops)} to quantize"
+    return True
 
 
 def _sensitivity(config: BuildConfig, source: Manifest, plan: _Plan, reference: Runs, clips: list,
@@ -188,9 +207,13 @@ def _plan_record(config: BuildConfig) -> dict[str, Any]:
     if config.precision == "fp16":
         plan["fp16"] = {"tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True,
                         **asdict(config.fp16)}
-    if config.precision in ("int8", "mixed"):
+    if config.precision in ("int8", "mixed") and config.int8.scheme == "static":
         plan["int8"] = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                         "activations": "uint8 per tensor", "weights": "int8", **asdict(config.int8)}
+    elif config.precision in ("int8", "mixed"):
+        plan["int8"] = {"tool": "onnxruntime.quantization.quantize_dynamic", "format": "MatMulInteger",
+                        "activations": "uint8 per tensor, scale computed per call", "weights": "int8",
+                        **asdict(config.int8), "op_types": list(config.int8.quantized_ops)}
     return plan
 
 

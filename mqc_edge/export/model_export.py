@@ -3,6 +3,11 @@ parity report proves, stage by stage and end to end, that the graphs compute the
 
 Order matters: graphs and weights are written and hashed first, so that both backends of
 the parity run load from the export directory exactly as a user's run will.
+
+`text_encoder=False` (`--no-text-encoder`) builds the model without its frozen language model: no
+text_encoder.onnx and no tokenizer.json, the manifest's geometry says `text_encoder: false`, and
+MQC mode's parity starts from the box SAM 2 mode uses. It needs neither transformers nor the
+MiniLM package, so a machine without them (the GPU check's) can export and bench.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from mqc_edge.export.onnx_export import EXPORTER, export_stage
 from mqc_edge.export.parity import ParityThresholds, stage_parity, track_clip, tracker_parity
 from mqc_edge.export.reference import WEIGHTS_NAME, load_reference, save_weights
 from mqc_edge.export.wrappers import exportable_stages
+from mqc_edge.model.checkpoint import load_checkpoint
 from mqc_edge.model.mqc_sam import MQCSAM
 from mqc_edge.model.sam2_build import SAM21_CONFIG_NAMES
 from mqc_edge.model.torch_backend import TorchBackend, load
@@ -58,13 +64,19 @@ def export_model(
     texts: Path | None = None,
     clip: ParityClip = ParityClip(),
     thresholds: ParityThresholds = ParityThresholds(),
+    text_encoder: bool = True,
 ) -> dict[str, Any]:
-    """Export `checkpoint` into `out`; returns the manifest (its "parity" entry says whether it passed)."""
+    """Export `checkpoint` into `out`; returns the manifest (its "parity" entry says whether it passed).
+    `text_encoder=False`: without the language model (module docstring). ConfigError for arguments that
+    do not fit the checkpoint, CheckpointError for a checkpoint that cannot be read."""
     if opset < 18:
         raise ConfigError(f"opset: expected >= 18 (Resize antialias, LayerNormalization), got {opset}")
+    if texts is not None and not text_encoder:
+        raise ConfigError(f"--texts {texts} with --no-text-encoder: precomputing texts needs the text encoder; "
+                          "drop one of the two")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    backend = load(checkpoint=Path(checkpoint), model_config=model_config, image_size=image_size)
+    backend = _source_backend(Path(checkpoint), model_config, image_size, text_encoder)
     expressions = read_expressions(texts) if texts is not None else None
     if expressions is not None and backend.geometry.mqc is None:
         raise ConfigError(f"--texts {texts}: the model has no text encoder (a SAM 2.1 checkpoint); nothing to embed")
@@ -87,6 +99,21 @@ def export_model(
     content["parity"] = check_parity(load_reference(out), candidate, clip, thresholds)
     write_manifest(out, content)
     return content
+
+
+def _source_backend(checkpoint: Path, model_config: str | None, image_size: int | None,
+                    text_encoder: bool) -> TorchBackend:
+    """The torch model to export, loaded as `mqc-edge run` loads it; without `text_encoder`, an
+    MQC-SAM checkpoint built without its language model. ConfigError for --model-config or
+    --image-size then (our checkpoints carry both), CheckpointError for a file not in our format."""
+    if text_encoder:
+        return load(checkpoint=checkpoint, model_config=model_config, image_size=image_size)
+    if model_config is not None or image_size is not None or checkpoint.suffix != ".safetensors":
+        raise ConfigError(f"--no-text-encoder: expected an MQC-SAM .safetensors checkpoint (its config and size "
+                          f"inside, no --model-config or --image-size), got {checkpoint}; a SAM 2.1 one has no "
+                          "text encoder to leave out")
+    model, report = load_checkpoint(checkpoint, text_model=False)
+    return TorchBackend(model, description=str(report))
 
 
 def _export_graphs(backend: TorchBackend, out: Path, opset: int) -> dict[str, str]:
@@ -135,8 +162,8 @@ def check_parity(reference: TorchBackend, candidate: OrtBackend, clip: ParityCli
     recorder = RecordingBackend(reference)
     tokenizer = _tokenizer(candidate)
     prompts = {"sam2": {"box": _box(video.id_masks[0], video.expressions[0].obj_id)}}
-    if tokenizer is not None:
-        prompts["mqc"] = {"text": video.expressions[0].text}
+    if candidate.geometry.mqc is not None:
+        prompts["mqc"] = {"text": video.expressions[0].text} if tokenizer is not None else prompts["sam2"]
     end_to_end = {}
     for mode, prompt in prompts.items():
         config = TrackerConfig(mode=mode)
@@ -157,8 +184,11 @@ def check_parity(reference: TorchBackend, candidate: OrtBackend, clip: ParityCli
 
 
 def _tokenizer(backend: OrtBackend) -> TextTokenizer | None:
+    """The export's host tokenizer; None for a model without a text encoder (SAM 2.1, --no-text-encoder)."""
     mqc = backend.geometry.mqc
-    return None if mqc is None else TextTokenizer(backend.tokenizer_file, mqc.text_tokens)
+    if mqc is None or backend.tokenizer_file is None:
+        return None
+    return TextTokenizer(backend.tokenizer_file, mqc.text_tokens)
 
 
 def _box(ids: np.ndarray, obj_id: int) -> list[int]:

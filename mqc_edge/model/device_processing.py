@@ -39,7 +39,6 @@ def _pillow_bicubic(x: float) -> float:
     return 0.0
 
 
-@lru_cache(maxsize=16)
 def _pillow_weights(in_size: int, out_size: int) -> np.ndarray:
     """float64 [out_size, in_size] integer weights of Pillow's resize along one axis (its
     `precompute_coeffs` + `normalize_coeffs_8bpc`), scaled by 2^PRECISION_BITS."""
@@ -59,13 +58,27 @@ def _pillow_weights(in_size: int, out_size: int) -> np.ndarray:
     return weights
 
 
+@lru_cache(maxsize=16)
+def _device_weights(in_size: int, out_size: int, device: torch.device) -> torch.Tensor:
+    """`_pillow_weights` transposed, float64 [in_size, out_size], on `device`: built and uploaded
+    once per size pair (a 1920 px axis to 1024 is 15 MB, too much to copy every frame)."""
+    with torch.inference_mode(False):  # a normal tensor, usable in and out of inference mode
+        return torch.from_numpy(np.ascontiguousarray(_pillow_weights(in_size, out_size).T)).to(device)
+
+
+@lru_cache(maxsize=4)
+def _imagenet_statistics(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std float32 [3, 1, 1] on `device`, uploaded once."""
+    with torch.inference_mode(False):
+        return torch.from_numpy(IMAGENET_MEAN).to(device), torch.from_numpy(IMAGENET_STD).to(device)
+
+
 def _resample_last_axis(pixels: torch.Tensor, out_size: int) -> torch.Tensor:
     """float64 integer-valued [..., n] -> [..., out_size], one Pillow pass with its rounding and
     clipping to 0..255; no pass when the size is already right (Pillow skips it too)."""
     if pixels.shape[-1] == out_size:
         return pixels
-    weights = torch.from_numpy(_pillow_weights(pixels.shape[-1], out_size)).to(pixels.device)
-    fixed = pixels @ weights.T + float(1 << (PRECISION_BITS - 1))
+    fixed = pixels @ _device_weights(pixels.shape[-1], out_size, pixels.device) + float(1 << (PRECISION_BITS - 1))
     return torch.floor(fixed / float(1 << PRECISION_BITS)).clamp_(0.0, 255.0)
 
 
@@ -80,8 +93,7 @@ def resize_like_pillow(frame: torch.Tensor, size: int) -> torch.Tensor:
 def preprocess_frame(frame: torch.Tensor, image_size: int) -> torch.Tensor:
     """uint8 RGB [H, W, 3] on the device -> float32 [1, 3, S, S] on it, as `runtime.preprocess.preprocess_frame`."""
     scaled = (resize_like_pillow(frame, image_size) / 255.0).to(torch.float32)
-    mean = torch.from_numpy(IMAGENET_MEAN).to(frame.device)
-    std = torch.from_numpy(IMAGENET_STD).to(frame.device)
+    mean, std = _imagenet_statistics(frame.device)
     return ((scaled - mean) / std)[None]
 
 

@@ -101,13 +101,17 @@ class FirstFrameOutput(NamedTuple):
 class MQCSAM(nn.Module):
     """SAM 2.1 + text encoder, prompt fusion, DAMI, S_robust, optional MoGA and uncertainty head."""
 
-    def __init__(self, config: MQCSAMConfig) -> None:
+    def __init__(self, config: MQCSAMConfig, text_model: bool = True) -> None:
+        """`text_model=False` builds the text encoder without its frozen language model (its trained
+        projection only; transformers is never imported): box, point and mask prompts work, and
+        anything that needs the language model raises ConfigError. A choice of the loader, not of
+        the config: the same checkpoint builds either way."""
         super().__init__()
         self.config = config
         self.sam = build_sam21(config.sam2_variant, config.image_size)
         width, memory_width = self.sam.hidden_dim, self.sam.mem_dim
         model_path = Path(config.text_model_path) if config.text_model_path is not None else None
-        self.text_encoder = TextEncoder(model_path, config.max_text_tokens, prompt_dim=width)
+        self.text_encoder = TextEncoder(model_path, config.max_text_tokens, prompt_dim=width, language_model=text_model)
         self.fusion = PromptFusion(
             width, config.fusion_layers, config.fusion_heads, config.sparse_prompt_tokens, config.fusion_mlp_ratio
         )

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mqc_edge.contract import MQCGeometry
+from mqc_edge.contract import MQCGeometry, stage_specs
 from mqc_edge.model.dami import DAMIMemory
 from mqc_edge.model.mqc_sam import MQCSAM
 from mqc_edge.model.sam2_build import geometry_of
@@ -148,7 +148,7 @@ class UncertaintyHeadStage(nn.Module):
 
 
 def mqc_geometry_of(model: MQCSAM) -> MQCGeometry:
-    """The MQC part of the contract geometry, read off the model's config."""
+    """The MQC part of the contract geometry, read off the model's config and the parts it was built with."""
     config = model.config
     return MQCGeometry(
         **dataclasses.asdict(config.memory_split),
@@ -156,6 +156,7 @@ def mqc_geometry_of(model: MQCSAM) -> MQCGeometry:
         fusion_tokens=config.sparse_prompt_tokens,
         moga=config.moga,
         uncertainty=model.uncertainty is not None,
+        text_encoder=model.text_encoder.language_model is not None,
     )
 
 
@@ -164,19 +165,14 @@ MQC_STAGES: dict[str, type[nn.Module]] = {
     "prompt_fusion": PromptFusionStage,
     "dami_attention": DAMIAttentionStage,
     "quality_head": QualityHeadStage,
+    "uncertainty_head": UncertaintyHeadStage,
 }
-"""Contract stage -> its module; `forward` names the stage's inputs in contract order (tested)."""
-
-
-OPTIONAL_MQC_STAGES: dict[str, tuple[str, type[nn.Module]]] = {
-    "uncertainty_head": ("uncertainty", UncertaintyHeadStage),
-}
-"""Contract stage -> (the `MQCSAM` part it needs, its module): present only when the model has the part."""
+"""Contract stage -> its module; `forward` names the stage's inputs in contract order (tested). Which
+of them a model has is the contract's to say (`stage_specs` of its `mqc_geometry_of`)."""
 
 
 def build_mqc_stages(model: MQCSAM) -> dict[str, nn.Module]:
-    """Every MQC contract stage of `model`, keyed by stage name (optional ones when their part exists)."""
-    stages = {name: stage(model) for name, stage in MQC_STAGES.items()}
-    stages.update({name: stage(model) for name, (part, stage) in OPTIONAL_MQC_STAGES.items()
-                   if getattr(model, part) is not None})
-    return stages
+    """The MQC contract stages of `model`, keyed by stage name: those its geometry's contract lists
+    (no `uncertainty_head` without the head, no `text_encoder` without the language model)."""
+    specs = stage_specs(dataclasses.replace(geometry_of(model.sam), mqc=mqc_geometry_of(model)))
+    return {name: stage(model) for name, stage in MQC_STAGES.items() if name in specs}

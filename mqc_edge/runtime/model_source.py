@@ -15,16 +15,17 @@ import numpy as np
 from mqc_edge.errors import ConfigError
 from mqc_edge.runtime.backends.stage_backend import StageBackend, load_backend
 from mqc_edge.runtime.manifest import MANIFEST_NAME, Manifest, load_manifest
-from mqc_edge.runtime.text import TextTokenizer
+from mqc_edge.runtime.text import MissingTextEncoder, TextTokenizer
 from mqc_edge.runtime.text_cache import load_text_embeddings
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A loaded model: its stage backend, its tokenizer (None without a text encoder), what it is."""
+    """A loaded model: its stage backend, its tokenizer (None for SAM 2.1, a `MissingTextEncoder` for
+    an MQC model exported or built without its text encoder), what it is."""
 
     backend: StageBackend
-    tokenizer: TextTokenizer | None
+    tokenizer: TextTokenizer | MissingTextEncoder | None
     text_cache: dict[str, dict[str, np.ndarray]] | None  # precomputed texts of an export (`--texts`)
     description: str  # one line for the user: file, kind, parts that start untrained
 
@@ -53,14 +54,22 @@ def load_model(
     else:
         options = {"export_dir": checkpoint}
     stage_backend = load_backend(backend, threads=threads, **options)
-    mqc = stage_backend.geometry.mqc
-    tokenizer_file = getattr(stage_backend, "tokenizer_file", None)
-    tokenizer = TextTokenizer(tokenizer_file, mqc.text_tokens) if mqc is not None and tokenizer_file else None
+    tokenizer = _tokenizer(stage_backend, checkpoint)
     # Graph backends verify the manifest themselves (it re-hashes every file): read it once.
     manifest = manifest or getattr(stage_backend, "manifest", None)
     texts_file = manifest.file("texts") if manifest is not None else None
     text_cache = load_text_embeddings(texts_file) if texts_file is not None else None
     return ModelSource(stage_backend, tokenizer, text_cache, getattr(stage_backend, "description", str(checkpoint)))
+
+
+def _tokenizer(backend: StageBackend, source: Path) -> TextTokenizer | MissingTextEncoder | None:
+    """The host tokenizer of `backend`'s text encoder, a `MissingTextEncoder` when its MQC model has
+    none, None for SAM 2.1 (or a backend that names no tokenizer.json)."""
+    mqc = backend.geometry.mqc
+    if mqc is not None and not mqc.text_encoder:
+        return MissingTextEncoder(source)
+    tokenizer_file = getattr(backend, "tokenizer_file", None)
+    return TextTokenizer(tokenizer_file, mqc.text_tokens) if mqc is not None and tokenizer_file else None
 
 
 def _torch_options(manifest: Manifest, device: str) -> dict[str, object]:

@@ -2,7 +2,10 @@
 
 Shared by SAM 2 mode (runtime/sam2/mode.py) and MQC mode (runtime/mqc/mode.py), so that both
 modes prompt, decode, encode memory and build results the same way, with the header their
-per-object states share (`StateHeader`). Torch-free.
+per-object states share (`StateHeader`). Pre- and post-processing are the backend's
+(`StageBackend.preprocess` / `postprocess`: numpy on the host by default, on the device for the
+torch backend on CUDA); hole filling and the boundary uncertainty always run here, on the host
+(OpenCV components and morphology on the low-res arrays the gates read anyway). Torch-free.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from mqc_edge.contract import TRACKING_PROMPT_TOKENS, stage_specs
 from mqc_edge.errors import ConfigError, PromptError
 from mqc_edge.runtime.backends.stage_backend import Handle, StageBackend
 from mqc_edge.runtime.config import TrackerConfig
-from mqc_edge.runtime.postprocess import fill_holes, upsample_logits
-from mqc_edge.runtime.preprocess import preprocess_frame
+from mqc_edge.runtime.postprocess import fill_holes
 from mqc_edge.runtime.prompts import PointPrompt, mask_prompt_input, point_prompt
 from mqc_edge.runtime.results import FrameResult
 from mqc_edge.runtime.text import TextSource
@@ -89,7 +91,7 @@ class StageCalls:
         1/objects of their time, so the objects' timings add up to the frame's."""
         timings: Timings = {}
         begin = time.perf_counter()
-        image = self.host(preprocess_frame(frame, self.geometry.image_size))
+        image = self.backend.preprocess(frame, self.geometry.image_size)
         timings["preprocess"] = 1e3 * (time.perf_counter() - begin)
         features = self.run("image_encoder", timings, image=image)
         return EncodedFrame(frame, features, {stage: ms / objects for stage, ms in timings.items()})
@@ -200,19 +202,20 @@ class StageCalls:
 
     def result(self, index: int, frame_size: tuple[int, int], lowres: np.ndarray, decoded: dict[str, Handle],
                timings: Timings, uncertainty: np.ndarray | None = None, **extra: object) -> FrameResult:
-        """Upsample to the frame (as Meta's predictor) and collect scores; `extra` sets flags,
-        quality, or a `mask` that replaces logits > 0 (TMCC on frame 0). `uncertainty` (low-res,
-        `StageCalls.uncertainty`) is upsampled the same way and scored on the mask's boundary band."""
+        """Upsample to the frame (as Meta's predictor, `StageBackend.postprocess`) and collect
+        scores; `extra` sets flags, quality, or a `mask` that replaces logits > 0 (TMCC on frame 0).
+        `uncertainty` (low-res, `StageCalls.uncertainty`) is upsampled the same way and scored on
+        the mask's boundary band (on the host, from the low-res arrays)."""
         begin = time.perf_counter()
-        logits = upsample_logits(lowres, *frame_size)
+        outputs = self.backend.postprocess(lowres, frame_size, uncertainty)
         if uncertainty is not None:
-            extra["uncertainty"] = np.clip(upsample_logits(uncertainty, *frame_size), 0.0, 1.0)
+            extra["uncertainty"] = outputs.uncertainty
             extra["boundary_uncertainty"] = boundary_uncertainty(uncertainty, lowres, self.config.uncertainty_band_px)
         timings["postprocess"] = 1e3 * (time.perf_counter() - begin)
-        mask = extra.pop("mask") if "mask" in extra else logits > 0
+        mask = extra.pop("mask") if "mask" in extra else outputs.mask
         return FrameResult(
             frame_index=index,
-            logits=logits,
+            logits=outputs.logits,
             mask=mask,
             logits_lowres=lowres,
             object_score=self.scalar(decoded["object_score"]),

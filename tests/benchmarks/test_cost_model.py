@@ -115,3 +115,23 @@ def test_u8s8_peak_is_positive_and_consistent():
 
     peak = measure_u8s8_peak(size=256, threads=1, repeats=3)
     assert 0 < peak.gflops_median <= peak.gflops_best and peak.size == 256
+
+
+def test_a_dynamically_quantized_matmul_counts_as_its_float_matmul_against_the_u8s8_peak():
+    """onnxruntime's quantize_dynamic turns MatMul into DynamicQuantizeLinear + MatMulInteger."""
+    from mqc_edge.benchmarks.cost_model import stage_cost
+
+    weight = numpy_helper.from_array(np.zeros((16, 5), np.int8), "w")
+    zero = numpy_helper.from_array(np.zeros((), np.int8), "w_zero")
+    model = _model(
+        [
+            helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+            helper.make_node("MatMulInteger", ["xq", "w", "xz", "w_zero"], ["y"]),
+        ],
+        [_value("x", [8, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [8, 5])],
+        [weight, zero],
+    )
+    cost = stage_cost(model, "int8-dynamic", {"fp32": 10.0, "u8s8": 40.0}, bandwidth_gbps=1e6)
+    assert graph_cost(model).flops_by_op["MatMulInteger"] == 2 * 8 * 5 * 16
+    assert cost["peak"] == "u8s8"

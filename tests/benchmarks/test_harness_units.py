@@ -44,6 +44,13 @@ def test_config_refuses_unknown_modes_and_empty_or_zero_object_counts(tmp_path):
         BenchConfig(tmp_path, tmp_path, objects=())
 
 
+def test_meta_compiled_is_refused_without_vs_sam2_on_cuda(tmp_path):
+    for changes in ({"vs_sam2": False, "device": "cuda"}, {"vs_sam2": True, "device": "cpu"}):
+        with pytest.raises(ConfigError, match="--vs-sam2-compiled"):
+            BenchConfig(tmp_path, tmp_path, meta_compiled=True, **changes)
+    assert BenchConfig(tmp_path, tmp_path, vs_sam2=True, device="cuda:0", meta_compiled=True).meta_compiled
+
+
 def test_contestant_names_keep_sam2_mode_plain_and_label_mqc_mode():
     assert contestant_name("onnxruntime", "sam2") == "mqc-edge/onnxruntime"
     assert contestant_name("torch", "mqc") == "mqc-edge/torch (mqc mode)"

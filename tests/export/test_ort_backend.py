@@ -64,7 +64,7 @@ def test_a_precision_onnxruntime_cannot_run_is_refused_by_stage_and_name(exporte
     manifest["stages"]["image_encoder"]["precision"] = "int8"  # runnable: not named
     (copy / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(ConfigError, match=r"onnxruntime \(cpu\) cannot run stages \{'mask_decoder': 'bf16'\}; "
-                                          r"it runs \['fp16', 'fp32', 'int8'\]"):
+                                          r"it runs \['fp16', 'fp32', 'int8', 'int8-dynamic'\]"):
         OrtBackend(copy)
 
 

@@ -12,7 +12,8 @@ import pytest
 from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet, load_clips
 from mqc_edge.calibration.reader import record_stage_feeds, track_prompted
 from mqc_edge.export.build import BuildConfig, build_precision
-from mqc_edge.export.precision import FP16_ISLANDS, to_fp16, write_int8
+from mqc_edge.errors import ConfigError
+from mqc_edge.export.precision import FP16_ISLANDS, Int8Plan, to_fp16, write_int8
 from mqc_edge.export.precision_gate import GateThresholds, PrecisionGateError, tokenizer_of
 from mqc_edge.runtime.manifest import load_manifest
 from mqc_edge.runtime.backends.ort_backend import OrtBackend
@@ -88,6 +89,35 @@ def test_reduced_export_records_precision_and_runs(exported, tmp_path, precision
     clip = load_clips(GATE_CLIPS, backend.geometry.image_size)[0]
     results = track_prompted(backend, clip, "sam2", tokenizer_of(backend))
     assert len(results) == GATE_CLIPS.frames and all(np.isfinite(r.logits).all() for r in results)
+
+
+def test_dynamic_int8_quantizes_matmuls_without_calibration_and_records_its_scheme(exported, tmp_path):
+    out = tmp_path / "int8-dynamic"
+    stages = ("image_encoder", "mask_decoder", "prompt_encoder")
+    report = build_precision(BuildConfig(exported[0], out, "int8", stages=stages, gate_clips=GATE_CLIPS,
+                                         int8=Int8Plan(scheme="dynamic"), gate=ANY_RESULT, threads=1))
+    assert report["calibration"] is None and report["plan"]["int8"]["tool"].endswith("quantize_dynamic")
+    manifest = load_manifest(out)
+    graph = onnx.load(str(manifest.stage_file("image_encoder")))
+    ops = {node.op_type for node in graph.graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear"} <= ops and "QuantizeLinear" not in ops
+    weights = {init.name for init in graph.graph.initializer}
+    float_matmuls = [node for node in graph.graph.node if node.op_type == "MatMul"]
+    assert all(not weights & set(node.input) for node in float_matmuls), "a weight MatMul stayed FP32"
+    assert any(node.op_type == "Conv" for node in graph.graph.node), "Conv stays FP32 in the dynamic scheme"
+    recorded = {name: manifest.stage_precision(name) for name in stages}
+    quantized = {name for name, precision in recorded.items() if precision == "int8-dynamic"}
+    assert {"image_encoder", "mask_decoder"} <= quantized
+    assert set(recorded.values()) <= {"int8-dynamic", "fp32"}
+    backend = OrtBackend(out, threads=1)
+    results = track_prompted(backend, load_clips(GATE_CLIPS, backend.geometry.image_size)[0], "sam2",
+                             tokenizer_of(backend))
+    assert len(results) == GATE_CLIPS.frames and all(np.isfinite(r.logits).all() for r in results)
+
+
+def test_an_unknown_int8_scheme_is_refused_in_one_line():
+    with pytest.raises(ConfigError, match="INT8 scheme: expected one of"):
+        Int8Plan(scheme="fp4")
 
 
 def test_calibration_clips_from_a_dataset_and_a_frame_folder(tmp_path):

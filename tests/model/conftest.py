@@ -37,6 +37,17 @@ def mqc_model():
     return MQCSAM(config).eval()
 
 
+@pytest.fixture(scope="session")
+def mqc_model_without_text():
+    """`mqc_model` built without its frozen language model (box and point prompts only): what runs
+    where MiniLM is not installed, as on the GPU machine of scripts/gpu_check.sh."""
+    from mqc_edge.model.mqc_sam import MQCSAM, MQCSAMConfig
+
+    torch.manual_seed(0)
+    config = MQCSAMConfig(image_size=IMAGE_SIZE, max_text_tokens=MAX_TOKENS, moga=True, uncertainty_head=True)
+    return MQCSAM(config, text_model=False).eval()
+
+
 def random_memory(split: MemorySplit, batch: int = 1, hw: int = 64, seed: int = 0) -> DAMIMemory:
     """A full memory (every slot and pointer valid) of SAM 2.1 tiny's widths: C_mem 64, 4 pointer tokens."""
     generator = torch.Generator().manual_seed(seed)

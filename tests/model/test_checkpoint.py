@@ -12,11 +12,14 @@ from safetensors.torch import save_file
 from mqc_edge.errors import CheckpointError
 from mqc_edge.model.checkpoint import (
     MQC_PARTS,
+    NO_TEXT_MODEL,
+    TEXT_MODEL_KEY,
     TEXT_MODEL_PREFIX,
     load_checkpoint,
     load_tensors_into,
     save_checkpoint,
 )
+from mqc_edge.model.mqc_sam import MQCSAMConfig
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +152,19 @@ def test_config_json_round_trip_and_validation():
         MQCSAMConfig(image_size=250)
     with pytest.raises(ConfigError, match="sam2_variant.*got 'huge'"):
         MQCSAMConfig(sam2_variant="huge")
+
+
+def test_text_model_false_skips_its_tensors_and_the_file_remembers(trained, tmp_path):
+    with_text = tmp_path / "with_text.safetensors"
+    save_checkpoint(trained, with_text, include_text_encoder=True)
+    bare, report = load_checkpoint(with_text, text_model=False)  # the language model's tensors are skipped
+    assert bare.text_encoder.language_model is None and report.text_encoder_weights == NO_TEXT_MODEL
+    assert torch.equal(bare.text_encoder.projection.weight, trained.text_encoder.projection.weight)
+    resaved = tmp_path / "bare.safetensors"
+    save_checkpoint(bare, resaved)
+    with safe_open(str(resaved), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata[TEXT_MODEL_KEY] == "absent" and MQCSAMConfig.from_json(metadata["config"], "") == trained.config
+    assert load_checkpoint(resaved)[0].text_encoder.language_model is None  # as saved
+    full, report = load_checkpoint(resaved, text_model=True)  # the same tensors, built with the language model
+    assert full.text_encoder.language_model is not None and report.fresh_parts == ()

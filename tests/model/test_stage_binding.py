@@ -12,7 +12,7 @@ import inspect
 import pytest
 
 from mqc_edge.contract import ModelGeometry, MQCGeometry, stage_specs
-from mqc_edge.model.mqc_stages import MQC_STAGES, OPTIONAL_MQC_STAGES
+from mqc_edge.model.mqc_stages import MQC_STAGES
 from mqc_edge.model.stages import SAM2_STAGES
 
 
@@ -20,11 +20,15 @@ from mqc_edge.model.stages import SAM2_STAGES
 @pytest.mark.parametrize("uncertainty", [False, True])  # the CroBIM-U head adds the uncertainty_head stage
 def test_forward_parameters_are_the_stage_inputs_in_contract_order(moga: bool, uncertainty: bool) -> None:
     specs = stage_specs(ModelGeometry(image_size=128, mqc=MQCGeometry(moga=moga, uncertainty=uncertainty)))
-    optional = {name: stage for name, (_, stage) in OPTIONAL_MQC_STAGES.items()} if uncertainty else {}
-    modules = {**SAM2_STAGES, **MQC_STAGES, **optional}
+    modules = {name: module for name, module in {**SAM2_STAGES, **MQC_STAGES}.items() if name in specs}
     assert sorted(modules) == sorted(specs)
     for stage, module in modules.items():
         parameters = list(inspect.signature(module.forward).parameters.values())[1:]  # after self
         inputs = [spec.name for spec in specs[stage].inputs]
         assert [p.name for p in parameters[: len(inputs)]] == inputs, stage
         assert all(p.default is not p.empty for p in parameters[len(inputs):]), f"{stage}: an input the contract lacks"
+
+
+def test_every_optional_stage_has_a_module() -> None:
+    everything = MQCGeometry(moga=True, uncertainty=True)
+    assert set(stage_specs(ModelGeometry(image_size=128, mqc=everything))) == {*SAM2_STAGES, *MQC_STAGES}

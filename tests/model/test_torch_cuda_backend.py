@@ -15,6 +15,11 @@ Tolerances, and why:
   gate, DESIGN section 6; random weights give logits near 0 everywhere, where any rounding flips pixels).
 - CUDA graph replay vs the eager stage calls: 1e-6 of each output's range (the same kernels on the
   same inputs; the bound only allows for a library choosing another algorithm inside a capture).
+- the Tracker with device processing vs the host path, on one device: logits (low-res and frame
+  size), uncertainty and scores within 1e-6 of their max magnitude on cpu (measured 0: the same
+  image goes in, bit-exact, and the upsampling is the same kernel), 1e-5 on CUDA (the upsampling
+  bound above, with room for a library choosing another algorithm between the two runs); masks
+  equal except where |logit| is within that bound of 0.
 """
 
 from __future__ import annotations
@@ -31,7 +36,11 @@ from mqc_edge.model import device_processing, torch_backend
 from mqc_edge.model.sam2_build import build_sam21
 from mqc_edge.model.torch_backend import TorchBackend
 from mqc_edge.runtime import postprocess, preprocess
-from mqc_edge.runtime.backends.stage_backend import load_backend
+from mqc_edge.runtime.backends.stage_backend import HostProcessing, load_backend
+from mqc_edge.runtime.config import TrackerConfig
+from mqc_edge.runtime.mqc.tmcc import TMCCConfig
+from mqc_edge.runtime.multi_tracker import MultiTracker
+from suite_helpers import track_all
 
 IMAGE_SIZE = 128
 CUDA = torch.cuda.is_available()
@@ -92,6 +101,84 @@ def test_device_upsample_and_threshold_equal_the_numpy_path() -> None:
     mask = device_processing.threshold_mask(got)[0, 0].numpy()
     np.testing.assert_array_equal(mask, expected > 0)
     assert 0.2 < mask.mean() < 0.8  # both classes present, so a flipped threshold would show
+
+
+# ---- the Tracker with device processing -------------------------------------------------------------
+
+CLIP_HEIGHT, CLIP_WIDTH = 90, 150  # not the model size and not square: the resize and upsampling both work
+TRACKER_CONFIGS = {
+    "sam2": TrackerConfig(mode="sam2"),
+    "mqc": TrackerConfig(mode="mqc", tmcc=TMCCConfig(n0=2, dn=2, n_max=4)),  # TMCC, then DAMI tracking
+}
+
+
+def _moving_clip(steps: int = 7) -> list[np.ndarray]:
+    """Two textured bright blocks moving right and down on textured ground."""
+    rng = np.random.default_rng(5)
+    ground = rng.integers(40, 90, size=(CLIP_HEIGHT + 2 * steps, CLIP_WIDTH + 3 * steps, 3), dtype=np.uint8)
+    blocks = [rng.integers(170, 255, size=(22, 30, 3), dtype=np.uint8) for _ in range(2)]
+    frames = []
+    for t in range(steps):
+        frame = ground[t:t + CLIP_HEIGHT, :CLIP_WIDTH].copy()
+        frame[20:42, 15 + 3 * t:45 + 3 * t] = blocks[0]
+        frame[50 + 2 * t:72 + 2 * t, 90:120] = blocks[1]
+        frames.append(frame)
+    return frames
+
+
+CLIP_BOXES = ([15, 20, 45, 42], [90, 50, 120, 72])
+
+
+def _track(backend: TorchBackend, mode: str) -> list:
+    """Both objects' FrameResults on the moving clip, one list per object."""
+    tracker = MultiTracker(backend, TRACKER_CONFIGS[mode])
+    return track_all(tracker, _moving_clip(), [{"box": box} for box in CLIP_BOXES])
+
+
+def _within(got: np.ndarray, expected: np.ndarray, tolerance: float) -> bool:
+    return bool(np.abs(got - expected).max() <= tolerance * max(float(np.abs(expected).max()), 1.0))
+
+
+def _assert_same_results(got: list, expected: list, tolerance: float) -> None:
+    """Per object and frame: low-res and frame-size logits, uncertainty and scores within
+    `tolerance` x their max magnitude (at least 1), masks equal except where |logit| is within
+    that of 0, the same flags."""
+    assert [[r.frame_index for r in one] for one in got] == [[r.frame_index for r in one] for one in expected]
+    for one_got, one_expected in zip(got, expected):
+        for g, e in zip(one_got, one_expected):
+            where = (g.frame_index, g.flags)
+            assert _within(g.logits_lowres, e.logits_lowres, tolerance), where  # the same image went in
+            assert g.logits.dtype == np.float32 and g.logits.shape == (CLIP_HEIGHT, CLIP_WIDTH)
+            assert _within(g.logits, e.logits, tolerance), where
+            assert g.mask.dtype == np.bool_
+            near_zero = np.abs(e.logits) <= tolerance * max(float(np.abs(e.logits).max()), 1.0)
+            assert not (g.mask != e.mask)[~near_zero].any(), where
+            assert (g.uncertainty is None) == (e.uncertainty is None)
+            if e.uncertainty is not None:
+                assert _within(g.uncertainty, e.uncertainty, tolerance), where
+            scores = np.array([g.object_score, g.iou]), np.array([e.object_score, e.iou])
+            assert g.flags == e.flags and _within(*scores, tolerance), where
+
+
+def test_device_processing_is_off_on_cpu_unless_asked(sam) -> None:
+    host = TorchBackend(sam)
+    assert not host.executor.device_processing
+    assert host.preprocess.__func__ is HostProcessing.preprocess
+    assert host.postprocess.__func__ is HostProcessing.postprocess
+    forced = TorchBackend(sam, device_processing=True)
+    assert forced.preprocess == forced.executor.preprocess and forced.postprocess == forced.executor.postprocess
+
+
+@pytest.mark.parametrize("mode", ["sam2", "mqc"])
+def test_tracker_with_device_processing_equals_the_host_path_on_cpu(mqc_model_without_text, mode: str) -> None:
+    host, device = TorchBackend(mqc_model_without_text), TorchBackend(mqc_model_without_text, device_processing=True)
+    expected, got = _track(host, mode), _track(device, mode)
+    _assert_same_results(got, expected, 1e-6)
+    assert any(r.uncertainty is not None for one in got for r in one)  # the head's map took the device path too
+    assert any(r.mask.any() and not r.mask.all() for one in got for r in one)  # both classes were compared
+    # one read for everything a frame's postprocess brings back, nothing for the preprocessing
+    results = sum(len(one) for one in got)
+    assert device.executor.syncs - host.executor.syncs == results
 
 
 # ---- precisions on CPU -----------------------------------------------------------------------------
@@ -189,7 +276,7 @@ def test_cuda_device_processing_matches_the_numpy_path() -> None:
 
 @pytest.fixture(scope="module")
 def shipped_on_cuda() -> dict[str, TorchBackend]:
-    return {precision: torch_backend.load(checkpoint=SHIPPED, device="cuda", precision=precision)
+    return {precision: torch_backend.load(checkpoint=SHIPPED, device="cuda", precision=precision, text_model=False)
             for precision in ("fp32", "fp16", "bf16")} if CUDA else {}
 
 
@@ -203,6 +290,23 @@ def test_cuda_low_precision_masks_match_fp32(shipped_on_cuda, precision: str) ->
         union = (reference | masks).sum()
         assert union > 0
         assert (reference & masks).sum() / union >= 0.99, (precision, seed)
+
+
+@needs_cuda
+@pytest.mark.parametrize("weights", ["random", "shipped"])
+@pytest.mark.parametrize("mode", ["sam2", "mqc"])
+def test_cuda_tracker_with_device_processing_equals_the_host_path(request, weights: str, mode: str) -> None:
+    """Random weights bring the uncertainty head; the shipped ones masks with edges (logits crossing 0)."""
+    if weights == "random":
+        model = copy.deepcopy(request.getfixturevalue("mqc_model_without_text"))  # the session model stays on cpu
+    else:
+        model = request.getfixturevalue("shipped_on_cuda")["fp32"].model
+    device = TorchBackend(model, device="cuda")
+    host = TorchBackend(model, device="cuda", device_processing=False)
+    assert device.executor.device_processing  # the default on CUDA, so `mqc-edge bench --device cuda` has it
+    expected, got = _track(host, mode), _track(device, mode)
+    _assert_same_results(got, expected, 1e-5)
+    assert device.executor.syncs - host.executor.syncs == sum(len(one) for one in got)
 
 
 @needs_cuda

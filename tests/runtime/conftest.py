@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mqc_edge.contract import ModelGeometry, MQCGeometry, stage_specs
-from mqc_edge.runtime.backends.stage_backend import slot_index
+from mqc_edge.runtime.backends.stage_backend import HostProcessing, slot_index
 
 FAKE_GEOMETRY = ModelGeometry(image_size=64, hidden_dim=32, mem_dim=8, mqc=MQCGeometry(text_tokens=8))
 
@@ -20,8 +20,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-class FakeBackend:
-    """Handles are numpy arrays; `fail` maps a stage name to the call number whose outputs become NaN."""
+class FakeBackend(HostProcessing):
+    """Handles are numpy arrays; `fail` maps a stage name to the call number whose outputs become NaN;
+    pre- and post-processing are the host default."""
 
     def __init__(self, geometry: ModelGeometry = FAKE_GEOMETRY) -> None:
         self.geometry = geometry

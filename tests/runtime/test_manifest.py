@@ -11,12 +11,22 @@ from mqc_edge.errors import ManifestMismatchError
 from mqc_edge.runtime.manifest import geometry_from_json, geometry_to_json, load_manifest, signature
 
 
-@pytest.mark.parametrize("geometry", [ModelGeometry(image_size=256), ModelGeometry(mqc=MQCGeometry(text_tokens=16))])
+@pytest.mark.parametrize("geometry", [ModelGeometry(image_size=256), ModelGeometry(mqc=MQCGeometry(text_tokens=16)),
+                                      ModelGeometry(mqc=MQCGeometry(text_encoder=False))])
 def test_geometry_and_signatures_survive_json(geometry: ModelGeometry) -> None:
     again = geometry_from_json(json.loads(json.dumps(geometry_to_json(geometry))))
     assert again == geometry
     for name, spec in stage_specs(geometry).items():
         assert json.loads(json.dumps(signature(spec))) == signature(stage_specs(again)[name])
+
+
+def test_an_export_without_the_text_encoder_lacks_only_its_stage_and_older_manifests_have_it() -> None:
+    with_text = stage_specs(ModelGeometry(mqc=MQCGeometry()))
+    without = stage_specs(ModelGeometry(mqc=MQCGeometry(text_encoder=False)))
+    assert set(with_text) - set(without) == {"text_encoder"} and "prompt_fusion" in without
+    older = geometry_to_json(ModelGeometry(mqc=MQCGeometry()))
+    del older["mqc"]["text_encoder"]  # a manifest written before the field existed
+    assert geometry_from_json(older).mqc.text_encoder
 
 
 def test_a_folder_without_manifest_is_not_an_export(tmp_path) -> None:

@@ -422,6 +422,15 @@ def test_a_changed_precision_or_engine_file_is_refused(monkeypatch, tmp_path) ->
         _load(export, engines="check")
 
 
+def test_a_dynamic_int8_stage_is_refused_by_name_before_any_engine_is_built(monkeypatch, tmp_path) -> None:
+    trt, _ = install_fakes(monkeypatch)
+    export = write_fake_export(tmp_path / "model", {"mask_decoder": "int8-dynamic"})
+    with pytest.raises(ConfigError, match=r"TensorRT cannot run stages \{'mask_decoder': 'int8-dynamic'\}") as caught:
+        _load(export)
+    assert len(str(caught.value).splitlines()) == 1
+    assert not (export / "tensorrt").exists() and trt.deserialized == 0
+
+
 def _built_flags(export: Path) -> dict[str, dict]:
     return {path.stem: json.loads(path.read_bytes()) for path in (export / "tensorrt").glob("*.engine")}
 

@@ -28,7 +28,7 @@ PROVIDERS = {
     "tensorrt": ("TensorrtExecutionProvider", "CUDAExecutionProvider", CPU),
 }
 """Provider chains by device kind; later entries run the nodes an earlier one cannot."""
-RUNNABLE_PRECISIONS = frozenset({"fp32", "fp16", "int8"})
+RUNNABLE_PRECISIONS = frozenset({"fp32", "fp16", "int8", "int8-dynamic"})
 """Stage precisions of `mqc-edge build` these providers run. FP16 runs on the CPU provider as FP32
 kernels between Casts where it has no FP16 kernel (docs/precision.md); no provider here has BF16
 kernels for MatMul, Add or Mul (onnxruntime 1.32, measured), so a BF16 stage is refused by name."""

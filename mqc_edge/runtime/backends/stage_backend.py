@@ -4,8 +4,11 @@ A backend only loads, executes contract stages and moves tensors (DESIGN section
 `StageExecutor`. `CheckedBackend` puts one under the stage contract, so every backend's stage
 calls are checked in one place and a wrong wiring fails at the stage that caused it. Tensors
 live inside a backend as opaque handles (a torch tensor, an OrtValue, a device buffer); the
-Tracker moves only small arrays across with `to_host` / `from_host`. Backends are found by
-name and imported lazily, so importing the runtime never imports torch.
+Tracker moves only small arrays across with `to_host` / `from_host`. Pre- and post-processing
+(frame -> model input, low-res logits -> frame-size logits and mask) are hooks with a host default
+(`HostProcessing`, numpy) that a backend may run on its device instead (the torch backend does on
+CUDA, model/torch_backend.py). Backends are found by name and imported lazily, so importing the
+runtime never imports torch.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from mqc_edge.contract import ModelGeometry, StageSpec, TensorSpec, stage_specs
 from mqc_edge.errors import ConfigError, StageContractError
+from mqc_edge.runtime.postprocess import upsample_logits
+from mqc_edge.runtime.preprocess import preprocess_frame
 
 Handle = Any
 """A backend-owned tensor; only its backend can read it."""
@@ -58,12 +63,48 @@ class TensorMover(Protocol):
         ...
 
 
+class FrameSizeOutputs(NamedTuple):
+    """What `postprocess` gives the Tracker: host arrays at frame size."""
+
+    logits: np.ndarray  # float32 [H, W]
+    mask: np.ndarray  # bool [H, W]: logits > 0
+    uncertainty: np.ndarray | None  # float32 [H, W] in [0, 1]; None when no low-res map was given
+
+
 class StageBackend(TensorMover, Protocol):
-    """What the Tracker calls: contract stages on handles, keyed by contract tensor names."""
+    """What the Tracker calls: contract stages on handles, keyed by contract tensor names, and the
+    frame's pre- and post-processing (`HostProcessing` is the default of both)."""
 
     geometry: ModelGeometry
 
     def run(self, stage: str, inputs: dict[str, Handle]) -> dict[str, Handle]: ...
+
+    def preprocess(self, frame: np.ndarray, image_size: int) -> Handle:
+        """uint8 RGB [H, W, 3] on the host -> the image_encoder's `image` handle, float32 [1, 3, S, S]."""
+        ...
+
+    def postprocess(self, lowres: np.ndarray, frame_size: tuple[int, int],
+                    uncertainty: np.ndarray | None = None) -> FrameSizeOutputs:
+        """Hole-filled low-res logits float32 [S/4, S/4] (on the host: hole filling and the gates
+        read them there) -> frame-size logits, their mask (logits > 0) and, given the low-res
+        uncertainty [S/4, S/4], its frame-size map clipped to [0, 1], all on the host."""
+        ...
+
+
+class HostProcessing:
+    """The default pre- and post-processing of a stage backend: numpy on the host, bit-exact with
+    Meta's predictor (runtime/preprocess.py, runtime/postprocess.py); the frame's model input is
+    uploaded with `from_host`, and nothing is read back."""
+
+    def preprocess(self, frame: np.ndarray, image_size: int) -> Handle:
+        return self.from_host(preprocess_frame(frame, image_size))
+
+    def postprocess(self, lowres: np.ndarray, frame_size: tuple[int, int],
+                    uncertainty: np.ndarray | None = None) -> FrameSizeOutputs:
+        logits = upsample_logits(lowres, *frame_size)
+        if uncertainty is not None:
+            uncertainty = np.clip(upsample_logits(uncertainty, *frame_size), 0.0, 1.0)
+        return FrameSizeOutputs(logits, logits > 0, uncertainty)
 
 
 class StageExecutor(TensorMover, Protocol):
@@ -82,10 +123,11 @@ class StageExecutor(TensorMover, Protocol):
         ...
 
 
-class CheckedBackend:
+class CheckedBackend(HostProcessing):
     """A StageBackend: an executor's stage calls checked against the contract, inputs and outputs
     (the stage, every tensor's shape and dtype, one size per symbolic dim); moving tensors goes
-    straight to the executor."""
+    straight to the executor, pre- and post-processing runs on the host unless a subclass says
+    otherwise."""
 
     def __init__(self, executor: StageExecutor) -> None:
         self.executor = executor

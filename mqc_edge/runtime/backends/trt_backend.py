@@ -31,7 +31,7 @@ from mqc_edge.errors import ConfigError, StageContractError
 from mqc_edge.runtime.backends.cuda_buffers import CudaError, DeviceMemory, DeviceTensor, check, device_info
 from mqc_edge.runtime.backends.stage_backend import CheckedBackend, slot_index
 from mqc_edge.runtime.backends.trt_engine import (
-    ENGINE_DIR, ENGINE_MANIFEST, EngineOptions, build_engines, check_engines,
+    ENGINE_DIR, ENGINE_MANIFEST, PRECISION_FLAGS, EngineOptions, build_engines, check_engines,
 )
 from mqc_edge.runtime.manifest import load_manifest
 
@@ -77,6 +77,7 @@ class TrtExecutor:
         if engines not in ENGINE_POLICIES:
             raise ConfigError(f"engines: expected one of {ENGINE_POLICIES}, got {engines!r}")
         self.trt, self.manifest = trt, load_manifest(export_dir)
+        self.manifest.require_precisions(frozenset(PRECISION_FLAGS), "TensorRT")  # int8-dynamic is onnxruntime's
         self.geometry = self.manifest.geometry
         self.tokenizer_file = self.manifest.file("tokenizer")
         self.device = device_info(cudart)
