@@ -32,7 +32,6 @@ from mqc_edge.export.onnx_export import EXPORTER, export_stage
 from mqc_edge.export.parity import ParityThresholds, stage_parity, track_clip, tracker_parity
 from mqc_edge.export.reference import WEIGHTS_NAME, load_reference, save_weights
 from mqc_edge.export.wrappers import exportable_stages
-from mqc_edge.model.checkpoint import load_checkpoint
 from mqc_edge.model.mqc_sam import MQCSAM
 from mqc_edge.model.sam2_build import SAM21_CONFIG_NAMES
 from mqc_edge.model.torch_backend import TorchBackend, load
@@ -106,14 +105,12 @@ def _source_backend(checkpoint: Path, model_config: str | None, image_size: int 
     """The torch model to export, loaded as `mqc-edge run` loads it; without `text_encoder`, an
     MQC-SAM checkpoint built without its language model. ConfigError for --model-config or
     --image-size then (our checkpoints carry both), CheckpointError for a file not in our format."""
-    if text_encoder:
-        return load(checkpoint=checkpoint, model_config=model_config, image_size=image_size)
-    if model_config is not None or image_size is not None or checkpoint.suffix != ".safetensors":
+    if not text_encoder and (model_config is not None or image_size is not None or checkpoint.suffix != ".safetensors"):
         raise ConfigError(f"--no-text-encoder: expected an MQC-SAM .safetensors checkpoint (its config and size "
                           f"inside, no --model-config or --image-size), got {checkpoint}; a SAM 2.1 one has no "
                           "text encoder to leave out")
-    model, report = load_checkpoint(checkpoint, text_model=False)
-    return TorchBackend(model, description=str(report))
+    return load(checkpoint=checkpoint, model_config=model_config, image_size=image_size,
+                text_model=None if text_encoder else False)
 
 
 def _export_graphs(backend: TorchBackend, out: Path, opset: int) -> dict[str, str]:
