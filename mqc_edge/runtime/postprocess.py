@@ -47,12 +47,13 @@ def _linear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, n
 
 def upsample_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
     """float32 [h, w] -> [height, width], bit-exact with torch's CPU
-    `F.interpolate(mode="bilinear", align_corners=False)`: along width first, then height."""
+    `F.interpolate(mode="bilinear", align_corners=False)`: along width first, then height. The
+    width pass runs once per source row ([h, width]) and the height pass gathers from it: the
+    same values as interpolating every output row's two source rows, at a fifth of the time
+    (64x64 -> 1080x1920: 21 ms against 118 ms on this CPU). Measured exact for the low-res masks
+    (64, 120 px) to frame sizes; shrinking (a frame smaller than the mask) can differ from torch
+    by 1 ulp."""
     rows0, rows1, row_w0, row_w1 = _linear_taps(logits.shape[0], height)
     cols0, cols1, col_w0, col_w1 = _linear_taps(logits.shape[1], width)
-
-    def along_width(rows: np.ndarray) -> np.ndarray:
-        picked = logits[rows]
-        return _fused_multiply_add(picked[:, cols0], col_w0, picked[:, cols1] * col_w1)
-
-    return _fused_multiply_add(along_width(rows0), row_w0[:, None], along_width(rows1) * row_w1[:, None])
+    wide = _fused_multiply_add(logits[:, cols0], col_w0, logits[:, cols1] * col_w1)
+    return _fused_multiply_add(wide[rows0], row_w0[:, None], wide[rows1] * row_w1[:, None])

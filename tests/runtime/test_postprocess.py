@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mqc_edge.runtime.postprocess import fill_holes, upsample_logits
 
@@ -32,3 +33,17 @@ def test_upsample_preserves_constants_and_corners() -> None:
     ramp = np.arange(16, dtype=np.float32).reshape(4, 4)
     up = upsample_logits(ramp, 8, 8)
     assert up.shape == (8, 8) and up[0, 0] == 0.0 and up[-1, -1] == 15.0
+
+
+@pytest.mark.parametrize(("source", "target"), [((64, 64), (1080, 1920)), ((64, 64), (480, 640)),
+                                                ((64, 64), (999, 1777)), ((120, 120), (1080, 1920))])
+def test_upsample_is_bit_exact_with_torch_bilinear(source, target) -> None:
+    """The predictor's F.interpolate(bilinear, align_corners=False) from the low-res masks (64 or 120
+    px) to frame sizes, to the last bit."""
+    torch = pytest.importorskip("torch", reason="torch is the reference here (dev extra)")
+    import torch.nn.functional as F
+
+    logits = np.random.default_rng(3).normal(0, 3, source).astype(np.float32)
+    expected = F.interpolate(torch.from_numpy(logits)[None, None], size=target, mode="bilinear",
+                             align_corners=False)[0, 0].numpy()
+    assert np.array_equal(upsample_logits(logits, *target), expected)
