@@ -312,13 +312,8 @@ def _new_trainer(out: Path, settings: dict, device: str):
     from mqc_edge.model.default_config import DEFAULT_MODEL_CONFIG
     from mqc_edge.training.trainer import Trainer, TrainConfig
 
-    if not 0.0 <= settings.get("degraded_share", 0.0) <= 1.0:
-        raise ConfigError(f"degraded-share: expected a share in [0, 1], got {settings['degraded_share']}")
-    shares = settings.get("start_shares", (1.0,))
-    if min(shares) < 0 or abs(sum(shares) - 1.0) > 1e-6:
-        raise ConfigError(f"start-shares: expected three non-negative shares summing to 1, got {list(shares)}")
     if "start_shares" in settings:
-        settings = {**settings, "start_shares": tuple(shares)}
+        settings = {**settings, "start_shares": tuple(settings["start_shares"])}
     model_config = dataclasses.replace(DEFAULT_MODEL_CONFIG, **{
         field: settings[name] for name, field in _MODEL_SETTINGS.items() if name in settings})
     renamed = {"lr": "learning_rate"}

@@ -14,6 +14,7 @@ so the stage contract, and every backend, hold unchanged.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,10 +118,18 @@ def quantizable(source: Path, plan: Int8Plan = Int8Plan()) -> bool:
 def write_int8_dynamic(source: Path, target: Path, plan: Int8Plan = Int8Plan(scheme="dynamic")) -> None:
     """Dynamic quantization of `plan.quantized_ops`: s8 weights (per channel), u8 activations whose
     scale and zero point each call computes from the tensor (no calibration feeds)."""
+    _write_quantized(target, lambda staged: quantize_dynamic(
+        str(source), str(staged), op_types_to_quantize=list(plan.quantized_ops), per_channel=plan.per_channel,
+        weight_type=QuantType.QInt8,
+    ))
+
+
+def _write_quantized(target: Path, quantize: Callable[[Path], None]) -> None:
+    """`quantize(staged)` writes the graph into a scratch folder (onnxruntime's quantizers write
+    side files beside it); only the finished graph reaches `target`, atomically."""
     with tempfile.TemporaryDirectory(prefix="mqc-int8-") as scratch:
         staged = Path(scratch) / target.name
-        quantize_dynamic(str(source), str(staged), op_types_to_quantize=list(plan.quantized_ops),
-                         per_channel=plan.per_channel, weight_type=QuantType.QInt8)
+        quantize(staged)
         model = onnx.load(str(staged))
     write_atomically(target, lambda tmp: onnx.save(model, str(tmp)))
 
@@ -134,13 +143,9 @@ def write_int8(source: Path, target: Path, feeds: list[Feeds], plan: Int8Plan = 
         raise ConfigError(f"{source}: no calibration feeds for this stage (it never ran on the calibration clips)")
     if plan.method != "minmax":
         feeds = _one_shape(feeds)
-    with tempfile.TemporaryDirectory(prefix="mqc-int8-") as scratch:
-        staged = Path(scratch) / target.name
-        quantize_static(
-            str(source), str(staged), StageFeedReader(feeds), quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(plan.op_types), per_channel=plan.per_channel,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CALIBRATION_METHODS[plan.method],
-        )
-        model = onnx.load(str(staged))
-    write_atomically(target, lambda tmp: onnx.save(model, str(tmp)))
+    _write_quantized(target, lambda staged: quantize_static(
+        str(source), str(staged), StageFeedReader(feeds), quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(plan.op_types), per_channel=plan.per_channel,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=CALIBRATION_METHODS[plan.method],
+    ))

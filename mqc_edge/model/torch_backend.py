@@ -116,7 +116,7 @@ class TorchExecutor:
     the frame's pre- and post-processing to `preprocess` / `postprocess` here; None means on
     CUDA (where it saves the host's resize and full-frame upsampling) and off on cpu, where the
     float64 matrix-product resize is ~10x slower than Pillow (1080p -> 256: 313 vs 29 ms, one
-    thread; the upsampling is faster, 4 vs 48 ms); True on cpu tests the device path.
+    thread, busy machine); True on cpu tests the device path.
     """
 
     def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "",

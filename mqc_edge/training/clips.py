@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mqc_edge.data.synth import random_scene
+from mqc_edge.errors import ConfigError
 from mqc_edge.data.synth.scene import SceneRenderer
 from mqc_edge.runtime.preprocess import preprocess_frame
 
@@ -40,6 +41,13 @@ class ClipSampling:
     max_objects: int = 3  # objects prompted on one clip (SAM 2 trains several per video): one image, different
     # prompts, different targets, so that a model answering "the salient object" pays for it
     min_object_pixels: int = 16  # smaller frame-0 objects are not prompted (under one low-res mask cell)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.degraded_share <= 1.0:
+            raise ConfigError(f"degraded-share: expected a share in [0, 1], got {self.degraded_share}")
+        shares = self.start_shares
+        if len(shares) != len(START_KINDS) or min(shares) < 0 or abs(sum(shares) - 1.0) > 1e-6:
+            raise ConfigError(f"start-shares: expected three non-negative shares summing to 1, got {list(shares)}")
 
 
 @dataclass(frozen=True)
