@@ -300,7 +300,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 _TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "clip_frames", "objects", "checkpoint_minutes",
-                   "validate_every", "trainable", "focal_weight", "moga", "degraded_share", "start_shares")
+                   "validate_every", "trainable", "focal_weight", "moga", "degraded_share", "start_shares",
+                   "memory_curriculum")
 _MODEL_SETTINGS = {"variant": "sam2_variant", "image_size": "image_size", "moga": "moga"}
 _SAMPLING_SETTINGS = {"clip_frames": "frames", "objects": "max_objects", "degraded_share": "degraded_share",
                       "start_shares": "start_shares"}
@@ -317,7 +318,7 @@ def _new_trainer(out: Path, settings: dict, device: str):
     model_config = dataclasses.replace(DEFAULT_MODEL_CONFIG, **{
         field: settings[name] for name, field in _MODEL_SETTINGS.items() if name in settings})
     renamed = {"lr": "learning_rate"}
-    config = TrainConfig(**{renamed.get(name, name): tuple(value) if name == "trainable" else value
+    config = TrainConfig(**{renamed.get(name, name): tuple(value) if name in ("trainable", "memory_curriculum") else value
                             for name, value in settings.items()
                             if name not in _MODEL_SETTINGS and name not in _SAMPLING_SETTINGS})
     sampling = dataclasses.replace(config.sampling, image_size=model_config.image_size, **{
@@ -623,6 +624,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--start-shares", type=float, nargs=3, default=None, metavar=("TEXT", "BOX", "POINT"),
                        help="how clips start (default 0.3 0.5 0.2); MoGA sits in MQC mode's memory attention, "
                             "so it learns from text starts only (1 0 0)")
+    train.add_argument("--memory-curriculum", type=int, nargs=2, default=None, metavar=("HOLD", "FADE"),
+                       help="tracked frames' image content held at 0 for HOLD steps, then faded in over FADE "
+                            "steps, so the memory must carry the target (default: off)")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     train.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core free on 2-core hosts)")
     train.add_argument("--checkpoint-minutes", type=float, default=None, help="default 5")

@@ -68,6 +68,8 @@ class TrainConfig:
     reinitialized: tuple[str, ...] = ()  # parameter-name prefixes that kept their fresh init over `init_from`
     trainable: tuple[str, ...] = ()  # parameter-name prefixes that train (empty: all); the rest stays frozen
     focal_weight: float = FOCAL_WEIGHT  # SAM 2's 20; 1 for a decoder that is still learning (docs/model_card.md)
+    memory_curriculum: tuple[int, int] = (0, 0)  # (hold, fade) steps: tracked frames' image content held at 0,
+    # then faded in to 1 (`tracked_content`); (0, 0): content always whole (docs/model_card.md, "Memory curriculum")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -78,6 +80,7 @@ class TrainConfig:
         values = json.loads(text)
         values["reinitialized"] = tuple(values.get("reinitialized", ()))
         values["trainable"] = tuple(values.get("trainable", ()))
+        values["memory_curriculum"] = tuple(values.get("memory_curriculum", (0, 0)))
         sampling = ClipSampling(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.pop("sampling").items()})
         return cls(**values, sampling=sampling)
 
@@ -89,6 +92,17 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     progress = (step - config.warmup_steps) / max(config.steps - config.warmup_steps, 1)
     floor = config.final_lr_ratio
     return config.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def tracked_content(config: TrainConfig, step: int) -> float:
+    """Share of the current frame's image content that memory attention and the decoder see on
+    tracked frames at `step`: 0 for the curriculum's first `hold` steps, then linear to 1 over
+    `fade` steps, 1 afterwards. With no content the target's place can only come from memory, so
+    the memory path must carry it (the prompt curriculum's finding one stage later)."""
+    hold, fade = config.memory_curriculum
+    if step < hold:
+        return 0.0
+    return min(1.0, (step - hold + 1) / fade) if fade > 0 else 1.0
 
 
 @dataclass
@@ -197,6 +211,7 @@ class Trainer:
             group["lr"] = learning_rate(self.config, index)
         torch.manual_seed(self.config.seed * 1_000_003 + index)
         self.model.train()
+        self.unroller.tracked_content = tracked_content(self.config, index)
         pool = self.config.clip_pool
         clip = sample_clip(self.config.seed, index % pool if pool else index, self.config.sampling)
         starts = [self._start(clip.start, obj) for obj in clip.objects]
@@ -211,7 +226,8 @@ class Trainer:
         self.state.losses.append([index, value])
         with open(self.run_dir / LOG_FILE, "a") as log:
             log.write(json.dumps({"step": index, "loss": value, "lr": self.optimizer.param_groups[0]["lr"],
-                                  "start": clip.start, "objects": len(clip.objects)}) + "\n")
+                                  "start": clip.start, "objects": len(clip.objects),
+                                  "tracked_content": self.unroller.tracked_content}) + "\n")
         return value
 
     def _images(self, clip: Clip) -> torch.Tensor:
@@ -229,6 +245,7 @@ class Trainer:
         """Mean J&F over the validation clips' first object from text (MQC mode) and from the box
         (SAM 2 mode)."""
         self.model.eval()
+        self.unroller.tracked_content = 1.0  # validation sees what inference sees
         sampling = dataclasses.replace(self.config.sampling, frames=self.config.validation_frames, degraded_share=0.0)
         scores: dict[str, list[float]] = {"text_jf": [], "box_jf": []}
         for index in range(self.config.validation_clips):

@@ -102,6 +102,7 @@ class ClipUnroller:
         self.stages = {**build_stages(model.sam), **build_mqc_stages(model)}
         self.geometry = dataclasses.replace(geometry_of(model.sam), mqc=mqc_geometry_of(model))
         self.writer = SlotWriter(self.geometry)
+        self.tracked_content = 1.0  # share of the current frame's image content on tracked frames (MemoryCurriculum)
 
     def __call__(self, images: Tensor, start: Start) -> list[FrameOutput]:
         """images `[T, 3, S, S]` normalised -> one `FrameOutput` per frame."""
@@ -120,6 +121,14 @@ class ClipUnroller:
         first, memory0 = self._first_frame(feat[:1], fpn0[:1], fpn1[:1], start)
         track = self._track_mqc if start.mode == "mqc" else self._track_sam2
         return [first, *track(feat, fpn0, fpn1, tracking, first, memory0)]
+
+    def _tracked_inputs(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor, t: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Frame t's image features as memory attention and the decoder see them: scaled by
+        `tracked_content` (1 at inference; below 1 only in the memory curriculum, where the memory
+        must say where the target is). The memory encoder always reads the unscaled features."""
+        scale = self.tracked_content
+        frame = (feat[t:t + 1], fpn0[t:t + 1], fpn1[t:t + 1])
+        return frame if scale == 1.0 else tuple(x * scale for x in frame)
 
     def _first_frame(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor, start: Start) -> tuple[FrameOutput, Tensor]:
         conditioned = self.stages["no_memory"](feat)
@@ -165,11 +174,12 @@ class ClipUnroller:
         outputs = []
         for t in range(1, feat.shape[0]):
             slots = {k: torch.from_numpy(v[None]).to(feat.device) for k, v in bank.attention_inputs(t).items()}
+            feat_t, fpn0_t, fpn1_t = self._tracked_inputs(feat, fpn0, fpn1, t)
             conditioned = self.stages["memory_attention"](
-                feat[t:t + 1], bank.memory.stacked(), slots["memory_tpos"], slots["memory_valid"],
+                feat_t, bank.memory.stacked(), slots["memory_tpos"], slots["memory_valid"],
                 bank.obj_ptrs.stacked(), slots["obj_ptr_tpos"], slots["obj_ptr_valid"],
             )
-            out = self._decode(conditioned, fpn0[t:t + 1], fpn1[t:t + 1], *tracking, self._tracking_multimask())
+            out = self._decode(conditioned, fpn0_t, fpn1_t, *tracking, self._tracking_multimask())
             new_memory = self._encode(feat[t:t + 1], out)
             bank.register_frame(t, new_memory, out.obj_ptr)
             outputs.append(dataclasses.replace(out, written=("recent",)))
@@ -187,12 +197,13 @@ class ClipUnroller:
         outputs = []
         for t in range(1, feat.shape[0]):
             slots = {k: torch.from_numpy(v).to(feat.device) for k, v in bank.dami_inputs(t).items()}
+            feat_t, fpn0_t, fpn1_t = self._tracked_inputs(feat, fpn0, fpn1, t)
             conditioned = self.stages["dami_attention"](
-                feat[t:t + 1], bank.memory.stacked(), slots["memory_valid"], slots["fifo_age"],
+                feat_t, bank.memory.stacked(), slots["memory_valid"], slots["fifo_age"],
                 bank.obj_ptrs.stacked(), slots["obj_ptr_tpos"], slots["obj_ptr_valid"], slots["ptr_fifo_age"],
                 last_obj_ptr if gate_moga else None,
             )
-            out = self._decode(conditioned, fpn0[t:t + 1], fpn1[t:t + 1], *tracking, self._tracking_multimask())
+            out = self._decode(conditioned, fpn0_t, fpn1_t, *tracking, self._tracking_multimask())
             area = _area(out.mask_lowres)
             summary, robustness = self._quality(feat[t:t + 1], out.mask_lowres, abs(area - previous_area) / max(previous_area, 1))
             previous_area, last_obj_ptr = area, out.obj_ptr

@@ -221,3 +221,57 @@ def test_train_cli_trains_moga_alone_on_degraded_text_clips(tmp_path, capsys) ->
     assert trainer.config.sampling.degraded_share == 1.0 and trainer.config.sampling.start_shares == (1.0, 0.0, 0.0)
     ups = [bank.up for bank in trainer.model.moga.banks.values()]
     assert any(up.abs().sum() > 0 for up in ups), "MoGA's up vectors start at zero and must have trained"
+
+
+def test_memory_curriculum_schedule_holds_then_fades_in() -> None:
+    from mqc_edge.training.trainer import tracked_content
+
+    config = _config(memory_curriculum=(3, 4))
+    assert [tracked_content(config, step) for step in range(9)] == [0.0, 0.0, 0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert tracked_content(_config(), 0) == 1.0  # off by default
+    assert TrainConfig.from_json(config.to_json()).memory_curriculum == (3, 4)
+
+
+@pytest.mark.parametrize("kind", ["box", "text"])
+def test_without_content_a_tracked_frame_comes_from_memory_alone(kind: str) -> None:
+    """With `tracked_content` 0, frame 1's masks do not depend on frame 1's pixels (only the memory
+    of frame 0 says where the target is); at 1 they do."""
+    torch.manual_seed(3)
+    model = MQCSAM(TINY).eval()
+    sampling = dataclasses.replace(SAMPLING, start_shares=(0.0, 1.0, 0.0))
+    clip = sample_clip(11, 0, sampling)
+    obj = clip.objects[0]
+    if kind == "text":
+        ids, mask = model.text_encoder.tokenize(["the car"])
+        start = Start("text", text_hidden=model.text_encoder.hidden_states(ids, mask), text_mask=mask)
+    else:
+        start = Start("box", box=obj.box)
+    images = torch.from_numpy(clip.images)
+    other = images.clone()
+    other[1] = torch.flip(images[1], dims=(-1,)) + 0.5  # frame 1's content changed, frame 0 kept
+    unroller = ClipUnroller(model)
+    with torch.no_grad():
+        unroller.tracked_content = 0.0
+        blind = [_frame_outputs(unroller(x, start)[1]) for x in (images, other)]
+        unroller.tracked_content = 1.0
+        seeing = [_frame_outputs(unroller(x, start)[1]) for x in (images, other)]
+    torch.testing.assert_close(blind[0], blind[1], rtol=0, atol=1e-6)
+    assert (seeing[0] - seeing[1]).abs().max() > 1e-3
+
+
+def _frame_outputs(out) -> torch.Tensor:
+    """Logits, IoU and object score of one frame (at random init the masks may all be the
+    no-object fill, so the heads' outputs are compared too)."""
+    return torch.cat([out.hypotheses.flatten(), out.predicted_iou.flatten(), out.object_score.flatten()])
+
+
+def test_train_cli_records_the_memory_curriculum(tmp_path) -> None:
+    out = tmp_path / "run"
+    torch.manual_seed(0)
+    assert main(["train", "--out", str(out), "--steps", "2", "--image-size", "64", "--validate-every", "0",
+                 "--clip-frames", "2", "--memory-curriculum", "1", "1"]) == 0
+    assert Trainer.resume(out).config.memory_curriculum == (1, 1)
+    import json
+
+    logged = [json.loads(line)["tracked_content"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert logged == [0.0, 1.0]
