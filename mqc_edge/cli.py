@@ -252,7 +252,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         vs_sam2=args.vs_sam2, modes=tuple(args.modes), objects=tuple(args.objects), frames=args.frames, repeats=args.repeats, threads=args.threads,
         video=args.video, box=tuple(args.box) if args.box else None, clip_size=args.clip_size, seed=args.seed,
         device_peak=args.device_peak, u8s8_peak=args.u8s8_peak, device=args.device, precision=args.precision,
-        meta_compiled=args.vs_sam2_compiled,
+        meta_compiled=args.vs_sam2_compiled, frame_step=args.frame_step,
     )
     print(markdown(run_benchmark(config)))
     print(f"wrote {args.out / 'report.json'}, report.md and plots", file=sys.stderr)
@@ -545,6 +545,9 @@ def _add_bench_parser(commands: argparse._SubParsersAction) -> None:
                        choices=("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "torch"))
     bench.add_argument("--vs-pytorch", action="store_true", help="add the torch reference pipeline")
     bench.add_argument("--vs-sam2", action="store_true", help="add Meta's SAM2VideoPredictor (same weights)")
+    bench.add_argument("--frame-step", action="store_true",
+                       help="add the torch backend with each SAM 2 mode tracking frame as one captured step "
+                            "(a CUDA graph on --device cuda)")
     bench.add_argument("--vs-sam2-compiled", action="store_true",
                        help="with --vs-sam2 on --device cuda: also Meta's predictor compiled (vos_optimized=True; "
                             "torch.compile takes minutes)")

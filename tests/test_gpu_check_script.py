@@ -39,12 +39,16 @@ def test_plan_lists_the_steps_within_eight_minutes(tmp_path):
     done = _run("--plan", wheels=tmp_path)
     assert done.returncode == 0, done.stderr
     limits = dict(re.findall(r"^step (\w+)\s+(\d+) s", done.stdout, re.M))
-    assert list(limits) == ["install", "gpu_tests", "triton_timing", "export", "bench", "bench_compiled"]
+    assert list(limits) == ["install", "gpu_tests", "triton_timing", "tiny_export", "tiny_bench", "export", "bench"]
     assert sum(map(int, limits.values())) <= 8 * 60 - 30  # leaves time for the summary and start-up
     bench = re.search(r"^step bench\s+\d+ s\s+(.*)$", done.stdout, re.M).group(1)
-    assert "--device cuda --backends torch --vs-sam2 --modes sam2 mqc" in bench and "--objects 1 4 16" in bench
-    assert "--vs-sam2-compiled" not in bench  # torch.compile's minutes have their own step and limit
-    assert "--vs-sam2-compiled" in re.search(r"^step bench_compiled\s+\d+ s\s*(.*)$", done.stdout, re.M).group(1)
+    assert "--device cuda --backends torch --frame-step --vs-sam2 --modes sam2 mqc" in bench
+    assert "--objects 1 4 16" in bench and "--vs-sam2-compiled" not in bench
+    tiny = re.search(r"^step tiny_bench\s+\d+ s\s+(.*)$", done.stdout, re.M).group(1)
+    assert "--frame-step" in tiny and "--precision fp16 --clip-size 1024" in tiny and "--objects 1 16" in tiny
+    # torch.compile's minutes are opt-in, their own step and limit
+    compiled = _run("--plan", wheels=tmp_path, GPU_CHECK_COMPILED="1").stdout
+    assert "--vs-sam2-compiled" in re.search(r"^step bench_compiled\s+\d+ s\s*(.*)$", compiled, re.M).group(1)
 
 
 def test_without_a_carried_export_the_bench_runs_on_one_made_there_without_the_text_encoder(tmp_path):

@@ -40,6 +40,8 @@ from mqc_edge.runtime.multi_tracker import MultiTracker
 META = "meta-sam2-predictor"
 META_COMPILED = f"{META} (vos_optimized)"
 MODES = ("sam2", "mqc")
+FRAME_STEP_LABEL = "frame-step"
+"""Contestant label of the torch backend with `TrackerConfig.frame_step` (one CUDA graph per tracking frame on CUDA)."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class BenchConfig:
     device: str = "cpu"  # torch device of the torch contestant and Meta's predictor: cpu, cuda, cuda:N
     precision: str = "fp32"  # of the torch contestant and Meta's predictor: fp32, tf32, fp16, bf16 (torch_backend.py)
     meta_compiled: bool = False  # with vs_sam2 on CUDA: Meta's predictor compiled too (vos_optimized: minutes of torch.compile)
+    frame_step: bool = False  # a torch contestant more in SAM 2 mode: tracking frames as one captured step (CUDA graph)
 
     def __post_init__(self) -> None:
         if not self.modes or set(self.modes) - set(MODES):
@@ -75,6 +78,9 @@ class BenchConfig:
         if self.meta_compiled and not (self.vs_sam2 and self.device.startswith("cuda")):
             raise ConfigError("bench --vs-sam2-compiled: Meta's compiled predictor (vos_optimized) runs with "
                               f"--vs-sam2 on a CUDA --device; got vs_sam2={self.vs_sam2}, device {self.device}")
+        if self.frame_step and not (("torch" in self.backends or self.vs_pytorch) and "sam2" in self.modes):
+            raise ConfigError("bench --frame-step: the captured tracking step is the torch backend's, in SAM 2 mode; "
+                              f"got backends {list(self.backends)} (vs_pytorch={self.vs_pytorch}), modes {list(self.modes)}")
 
 
 @dataclass
@@ -192,8 +198,13 @@ def _runners(config: BenchConfig, clip: BenchClip, boxes: list[Box], sources: di
     for mode in config.modes:
         for (backend, label), source in sources.items():
             name = contestant_name(backend, mode, label)
-            runners[name] = lambda s=source, c=TrackerConfig(mode=mode), n=name: run_tracker(
-                n, MultiTracker(s.backend, c, s.tokenizer, s.text_cache), clip.frames, prompts, _sync_counter(s))
+            configs = {name: TrackerConfig(mode=mode)}
+            if config.frame_step and backend == "torch" and mode == "sam2":
+                configs[contestant_name(backend, mode, f"{label} {FRAME_STEP_LABEL}".strip())] = TrackerConfig(
+                    mode=mode, frame_step=True)
+            for name, tracker_config in configs.items():
+                runners[name] = lambda s=source, c=tracker_config, n=name: run_tracker(
+                    n, MultiTracker(s.backend, c, s.tokenizer, s.text_cache), clip.frames, prompts, _sync_counter(s))
     for name, predictor in meta.items():
         runners[name] = lambda p=predictor: run_meta_predictor(p, clip.folder, boxes, config.precision)
     return runners
@@ -282,7 +293,9 @@ def _by_objects(summaries: dict[int, dict[str, dict]]) -> dict[str, dict]:
             "contestants": {
                 name: {"ms_per_frame": summary["ms_per_frame"], "fps": summary["fps"],
                        "stages_p50": {stage: stats["p50"] for stage, stats in summary["stages"].items()},
-                       "vs_first_count": summary["ms_per_frame"]["p50"] / first[name]["ms_per_frame"]["p50"]}
+                       "vs_first_count": summary["ms_per_frame"]["p50"] / first[name]["ms_per_frame"]["p50"],
+                       **({"host_syncs_per_frame_p50": summary["host_syncs_per_frame"]["p50"]}
+                          if "host_syncs_per_frame" in summary else {})}
                 for name, summary in contestants.items()
             },
             "speedup_vs_sam2": _speedups(contestants),

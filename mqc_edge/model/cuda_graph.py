@@ -13,6 +13,11 @@ stages (which slot a frame goes to, hole filling of the logits, a non-finite obj
 the memory encoder), so the graph equals the eager Tracker step with `fill_hole_area=0` when the
 caller writes the new memory into its slot afterwards (`write_slot` on `inputs["memory"]`, on the
 device). A replay overwrites `outputs`: copy what must outlive the next frame.
+
+With `capture=False` nothing is captured: `replay` runs the same stage calls eagerly on the same
+static inputs and copies their results into the same static outputs. That is the glue of a
+captured step on any device (the Tracker's captured path is tested that way on CPU), with no
+speed gain.
 """
 
 from __future__ import annotations
@@ -22,23 +27,24 @@ from typing import TYPE_CHECKING
 import torch
 
 from mqc_edge.contract import OBJECTS, PROMPT_TOKENS, TRACKING_PROMPT_TOKENS, stage_specs
+from mqc_edge.errors import StageContractError
+from mqc_edge.runtime.backends.stage_backend import FRAME_STEP_STAGES
 
 if TYPE_CHECKING:
     from mqc_edge.model.torch_backend import TorchExecutor
 
-FRAME_STEP = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
-"""The stages of a SAM 2 mode tracking frame, in call order."""
 WARMUP_CALLS = 3
 """Eager calls on a side stream before capture (CUDA's recipe: lazy init, cuDNN autotuning, caches)."""
 
 
 class FrameStepGraph:
-    """`FRAME_STEP` for K objects captured once on the executor's CUDA device; `replay` runs it."""
+    """`FRAME_STEP_STAGES` for K objects captured once on the executor's CUDA device; `replay` runs it."""
 
-    def __init__(self, executor: TorchExecutor, objects: int = 1) -> None:
+    def __init__(self, executor: TorchExecutor, objects: int = 1, capture: bool = True) -> None:
         self.executor = executor
+        self.objects = objects
         specs = stage_specs(executor.geometry)
-        self.specs = [specs[name] for name in FRAME_STEP]
+        self.specs = [specs[name] for name in FRAME_STEP_STAGES]
         sizes = {OBJECTS: objects, PROMPT_TOKENS: TRACKING_PROMPT_TOKENS}
         self.inputs: dict[str, torch.Tensor] = {}
         """Static inputs, keyed by contract name: write into them (copy_, write_slot) between replays."""
@@ -48,8 +54,8 @@ class FrameStepGraph:
                 if tensor.name not in produced:
                     self.inputs.setdefault(tensor.name, executor.zeros(tensor.resolved(sizes)))
             produced.update(t.name for t in spec.outputs)
-        self.graph = torch.cuda.CUDAGraph()
-        self.outputs = self._capture()
+        self.graph = torch.cuda.CUDAGraph() if capture else None
+        self.outputs = self._capture() if capture else self._run()
         """Static outputs of the last replay, keyed by contract name."""
 
     def _run(self) -> dict[str, torch.Tensor]:
@@ -71,9 +77,19 @@ class FrameStepGraph:
             return self._run()
 
     def replay(self, inputs: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-        """Copy `inputs` (contract name -> tensor of the static input's shape) into the static
-        inputs, replay the graph (asynchronously: nothing waits for it) and return `outputs`."""
+        """Copy `inputs` (contract name -> tensor of the static input's shape and dtype, else
+        StageContractError naming it) into the static inputs, replay the graph (asynchronously:
+        nothing waits for it) and return `outputs`."""
         for name, value in (inputs or {}).items():
-            self.inputs[name].copy_(value)
-        self.graph.replay()
+            static = self.inputs[name]
+            if value.shape != static.shape or value.dtype != static.dtype:
+                raise StageContractError(f"frame step input {name!r}: expected {tuple(static.shape)} {static.dtype}, "
+                                         f"got {tuple(value.shape)} {value.dtype}")
+            static.copy_(value)
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            with torch.inference_mode():  # the static outputs were made there (run_stage)
+                for name, value in self._run().items():
+                    self.outputs[name].copy_(value)
         return self.outputs

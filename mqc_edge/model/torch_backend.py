@@ -36,7 +36,7 @@ from mqc_edge.model import device_processing as on_device
 from mqc_edge.model.mqc_sam import MQCSAM
 from mqc_edge.model.sam2_build import SAM21_CONFIG_NAMES, build_sam21, geometry_of
 from mqc_edge.model.stages import build_stages
-from mqc_edge.runtime.backends.stage_backend import CheckedBackend, FrameSizeOutputs, slot_index
+from mqc_edge.runtime.backends.stage_backend import CapturedFrameStep, CheckedBackend, FrameSizeOutputs, slot_index
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 """Stage precisions of the torch backend (module docstring)."""
@@ -216,15 +216,16 @@ class TorchExecutor:
     def split(self, handle: torch.Tensor) -> list[torch.Tensor]:
         return list(handle.split(1))
 
-    def capture_frame_step(self, objects: int = 1):
+    def capture_frame_step(self, objects: int = 1, capture: bool = True):
         """The SAM 2 mode tracking frame as one CUDA graph (model/cuda_graph.py `FrameStepGraph`);
-        ConfigError on a device other than CUDA."""
+        ConfigError on a device other than CUDA. `capture=False`: the same static-buffer step run
+        eagerly, on any device."""
         from mqc_edge.model.cuda_graph import FrameStepGraph
 
-        if self.device.type != "cuda":
+        if capture and self.device.type != "cuda":
             raise ConfigError(f"capture_frame_step: CUDA graphs need a CUDA device; this executor runs on "
                               f"{self.device}")
-        return FrameStepGraph(self, objects)
+        return FrameStepGraph(self, objects, capture)
 
 
 class TorchBackend(CheckedBackend):
@@ -238,6 +239,11 @@ class TorchBackend(CheckedBackend):
         self.model, self.stages = executor.model, executor.stages
         if executor.device_processing:
             self.preprocess, self.postprocess = executor.preprocess, executor.postprocess
+
+    def frame_step(self, objects: int) -> CapturedFrameStep:
+        """`CapturedFrameStep` for `objects` objects: a CUDA graph on CUDA; on cpu the same
+        static-buffer step run eagerly (model/cuda_graph.py), the glue without the gain."""
+        return self.executor.capture_frame_step(objects, capture=self.executor.device.type == "cuda")
 
 
 def load(

@@ -30,6 +30,7 @@ class TrackerConfig:
     uncertainty_band_px: int = 2  # boundary band half-width, low-res px, of FrameResult.boundary_uncertainty (ours)
     uncertainty_gate: float | None = None  # MQC: no FIFO write when boundary_uncertainty exceeds it; None: off
     memory_weighting: str = "confidence"  # MQC memory writes: sigmoid(logits) (SAM 2), or "uncertainty": x (1 - u)
+    frame_step: bool = False  # SAM 2 mode: tracking frames through the backend's captured step (torch on CUDA: one CUDA graph)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -40,6 +41,9 @@ class TrackerConfig:
             raise ConfigError(f"robustness: expected one of {ROBUSTNESS_SCORERS}, got {self.robustness!r}")
         if self.memory_weighting not in MEMORY_WEIGHTINGS:
             raise ConfigError(f"memory_weighting: expected one of {MEMORY_WEIGHTINGS}, got {self.memory_weighting!r}")
+        if self.frame_step and self.mode != "sam2":
+            raise ConfigError("frame_step: the captured tracking step is SAM 2 mode's; MQC mode's gates decide "
+                              "between its stages on the host")
         if self.uncertainty_band_px < 1 or not (self.uncertainty_gate is None or 0 <= self.uncertainty_gate <= 1):
             raise ConfigError(f"uncertainty: expected uncertainty_band_px >= 1 and uncertainty_gate None or in "
                               f"[0, 1], got {self.uncertainty_band_px} and {self.uncertainty_gate}")

@@ -46,6 +46,9 @@ class Tracker:
                 "tracker mode 'mqc': the model has no MQC stages (text encoder, fusion, DAMI); "
                 "a plain SAM 2.1 checkpoint runs mode 'sam2' only"
             )
+        if self.config.frame_step and not hasattr(backend, "frame_step"):
+            raise ConfigError(f"frame_step: this backend ({getattr(backend, 'description', type(backend).__name__)}) "
+                              "has no captured frame step; the torch backend has one (a CUDA graph on CUDA)")
         self.calls = StageCalls(backend, self.config)
         self.mode = MQCMode(self.calls) if self.config.mode == "mqc" else SAM2Mode(self.calls)
         self.states: list[SAM2State] | list[MQCState] = []  # one per object, in prompt order
@@ -84,8 +87,11 @@ class Tracker:
         return self.step_objects(frame)[0]
 
     def step_objects(self, frame: np.ndarray) -> list[list[FrameResult]]:
-        """`step` for every object: one image encoding, then the mode's step over the K objects."""
+        """`step` for every object: one image encoding, then the mode's step over the K objects
+        (with `config.frame_step`, both in the backend's captured step)."""
         self.check_next(frame)
+        if self.config.frame_step:
+            return self.mode.step_captured(self.states, frame)
         return self.mode.step(self.states, self.calls.encode_frame(frame, len(self.states)))
 
     def finish(self) -> list[FrameResult]:

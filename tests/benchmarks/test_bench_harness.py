@@ -10,11 +10,14 @@ def test_bench_runs_every_contestant_and_writes_a_consistent_report(exported, tm
     export_dir = exported[0]
     out = tmp_path / "bench"
     code = main(["bench", str(export_dir), "--out", str(out), "--frames", "5", "--repeats", "2", "--threads", "1",
-                 "--vs-pytorch", "--vs-sam2", "--clip-size", "160"])
+                 "--vs-pytorch", "--vs-sam2", "--clip-size", "160", "--frame-step"])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     contestants = report["contestants"]
-    assert set(contestants) == {"mqc-edge/onnxruntime", "mqc-edge/torch", "meta-sam2-predictor"}
+    assert set(contestants) == {"mqc-edge/onnxruntime", "mqc-edge/torch", "mqc-edge/torch frame-step",
+                                "meta-sam2-predictor"}
+    assert {"frame_step", "preprocess"} <= set(contestants["mqc-edge/torch frame-step"]["stages"])
+    assert "memory_attention" not in contestants["mqc-edge/torch frame-step"]["stages"]
     for name, summary in contestants.items():
         assert summary["ms_per_frame"]["n"] == 2 * 4, name  # 2 repeats x 4 tracked frames
         assert summary["ms_per_frame"]["p50"] <= summary["ms_per_frame"]["p90"] <= summary["ms_per_frame"]["p99"]

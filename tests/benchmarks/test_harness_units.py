@@ -51,6 +51,13 @@ def test_meta_compiled_is_refused_without_vs_sam2_on_cuda(tmp_path):
     assert BenchConfig(tmp_path, tmp_path, vs_sam2=True, device="cuda:0", meta_compiled=True).meta_compiled
 
 
+def test_frame_step_is_refused_without_the_torch_backend_in_sam2_mode(tmp_path):
+    for changes in ({}, {"backends": ("torch",), "modes": ("mqc",)}):
+        with pytest.raises(ConfigError, match="--frame-step: the captured tracking step is the torch backend's"):
+            BenchConfig(tmp_path, tmp_path, frame_step=True, **changes)
+    assert BenchConfig(tmp_path, tmp_path, vs_pytorch=True, frame_step=True).frame_step
+
+
 def test_contestant_names_keep_sam2_mode_plain_and_label_mqc_mode():
     assert contestant_name("onnxruntime", "sam2") == "mqc-edge/onnxruntime"
     assert contestant_name("torch", "mqc") == "mqc-edge/torch (mqc mode)"

@@ -332,3 +332,65 @@ def test_cuda_graph_replay_equals_the_eager_stage_calls(sam) -> None:
     assert set(outputs) == set(eager)
     for name, tensor in eager.items():
         assert (outputs[name] - tensor).abs().max() <= 1e-6 * tensor.abs().max().clamp(min=1.0), name
+
+
+# ---- the Tracker through the captured frame step (TrackerConfig.frame_step) ---------------------------
+
+FRAME_STEP = TrackerConfig(mode="sam2", frame_step=True)
+
+
+def _frame_step_pair(request, weights: str, device: str) -> tuple[TorchBackend, TorchBackend]:
+    """Two backends on one model: stage by stage, and through the frame step."""
+    if weights == "random":  # MQC-SAM in SAM 2 mode: the uncertainty stage reads the step's features
+        model = copy.deepcopy(request.getfixturevalue("mqc_model_without_text"))
+        return TorchBackend(model, device=device), TorchBackend(model, device=device)
+    loaded = torch_backend.load(checkpoint=SHIPPED, device=device, text_model=False)
+    return loaded, TorchBackend(loaded.model, device=device)
+
+
+@pytest.mark.parametrize("weights", ["random", "shipped"])
+def test_tracker_frame_step_equals_the_stage_by_stage_tracker_on_cpu(request, weights: str) -> None:
+    """On cpu the step runs eagerly on its static buffers (no graph): the glue the CUDA graph
+    replays, checked here. The same kernels on the same inputs: within 1e-6 (measured 0)."""
+    staged, stepped = _frame_step_pair(request, weights, "cpu")
+    expected = track_all(MultiTracker(staged, TRACKER_CONFIGS["sam2"]), _moving_clip(), [{"box": b} for b in CLIP_BOXES])
+    got = track_all(MultiTracker(stepped, FRAME_STEP), _moving_clip(), [{"box": b} for b in CLIP_BOXES])
+    _assert_same_results(got, expected, 1e-6)
+    tracked = got[0][1].timings_ms
+    assert "frame_step" in tracked and "memory_attention" not in tracked and "image_encoder" not in tracked
+    assert all(np.ptp(r.logits) > 1e-2 for one in expected for r in one[1:])  # logits, not a no-object fill
+
+
+@needs_cuda
+@pytest.mark.parametrize("weights", ["random", "shipped"])
+def test_cuda_tracker_frame_step_graph_equals_the_stage_by_stage_tracker(request, weights: str) -> None:
+    """The CUDA graph replay inside the Tracker: within 1e-5 of the eager stage calls on the same
+    GPU (the bound of the device-processing test above)."""
+    staged, stepped = _frame_step_pair(request, weights, "cuda")
+    expected = track_all(MultiTracker(staged, TRACKER_CONFIGS["sam2"]), _moving_clip(), [{"box": b} for b in CLIP_BOXES])
+    got = track_all(MultiTracker(stepped, FRAME_STEP), _moving_clip(), [{"box": b} for b in CLIP_BOXES])
+    _assert_same_results(got, expected, 1e-5)
+    assert stepped.executor.syncs < staged.executor.syncs
+
+
+def test_frame_step_is_sam2_mode_only_and_needs_a_backend_that_has_one(sam) -> None:
+    from mqc_edge.runtime.tracker import Tracker
+
+    with pytest.raises(ConfigError, match=r"^frame_step: the captured tracking step is SAM 2 mode's"):
+        TrackerConfig(mode="mqc", frame_step=True)
+
+    class NoFrameStep:
+        geometry = TorchBackend(sam).geometry
+        description = "a backend without one"
+
+    with pytest.raises(ConfigError, match=r"^frame_step: this backend \(a backend without one\) has no captured"):
+        Tracker(NoFrameStep(), FRAME_STEP)
+
+
+def test_frame_step_refuses_an_input_of_the_wrong_shape(sam) -> None:
+    from mqc_edge.errors import StageContractError
+
+    step = TorchBackend(sam).frame_step(objects=2)
+    one_object = torch.zeros((1, *step.inputs["memory"].shape[1:]))
+    with pytest.raises(StageContractError, match=r"^frame step input 'memory': expected \(2, 7, "):
+        step.replay({"memory": one_object})

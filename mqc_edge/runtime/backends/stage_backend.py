@@ -91,6 +91,24 @@ class StageBackend(TensorMover, Protocol):
         ...
 
 
+FRAME_STEP_STAGES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
+"""A SAM 2 mode tracking frame's stages, in call order: what a `CapturedFrameStep` runs."""
+
+
+class CapturedFrameStep(Protocol):
+    """A SAM 2 mode tracking frame as one replayable unit for a fixed number of objects K (the
+    torch backend's CUDA graph, model/cuda_graph.py): `FRAME_STEP_STAGES` chained, each stage
+    reading what an earlier one produced. A backend that has one offers `frame_step(objects)`
+    (optional: `TrackerConfig.frame_step` needs it)."""
+
+    def replay(self, inputs: dict[str, Handle]) -> dict[str, Handle]:
+        """The inputs no stage of the step produces (contract names and shapes with objects = K:
+        image, memory and pointer banks with their slot masks and ids, the tracking prompts, the
+        multimask and binarize flags) -> every stage's outputs by contract name (`memory` is the
+        new memory). The outputs are overwritten by the next replay: copy what must outlive it."""
+        ...
+
+
 class HostProcessing:
     """The default pre- and post-processing of a stage backend: numpy on the host, bit-exact with
     Meta's predictor (runtime/preprocess.py, runtime/postprocess.py); the frame's model input is

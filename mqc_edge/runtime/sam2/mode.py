@@ -10,15 +10,19 @@ outputs split on the way out, so K objects give the results of K single-object s
 per-object stages pay their fixed costs once. One object is the batch of one, with no copies
 (`concat` of one handle is that handle). Each object's `timings_ms` get 1/K of a batched
 stage's time, so they add up to the frame's. Nothing is held back: `flush` emits nothing.
+`step_captured` is `step` with the image encoder and the four tracking stages in one replay of the
+backend's captured frame step (`TrackerConfig.frame_step`; a CUDA graph on the torch backend).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from mqc_edge.runtime.backends.stage_backend import Handle
+from mqc_edge.contract import stage_specs
+from mqc_edge.runtime.backends.stage_backend import CapturedFrameStep, Handle
 from mqc_edge.runtime.sam2.memory_bank import MemoryBank, new_memory_bank
 from mqc_edge.runtime.results import FrameResult
 from mqc_edge.runtime.stage_calls import EncodedFrame, StageCalls, StateHeader, Timings
@@ -36,6 +40,7 @@ class SAM2Mode:
 
     def __init__(self, calls: StageCalls) -> None:
         self.calls = calls
+        self.captured: CapturedFrameStep | None = None  # the backend's frame step, with TrackerConfig.frame_step
 
     def start(self, frame0: EncodedFrame, decoded: list[dict[str, Handle]],
               timings: list[Timings]) -> tuple[list[SAM2State], list[list[FrameResult]]]:
@@ -59,18 +64,56 @@ class SAM2Mode:
         """Segment the next frame for every object from its memory, then register each finite
         result in its memory. Every state is at the same frame index."""
         calls = self.calls
-        index = states[0].next_index
         timings: Timings = {}
-        conditioned = _attend_memory(calls, states, index, frame.features, timings)
-        multimask = calls.config.multimask_for_tracking and calls.config.multimask(0)
-        prompt = {name: calls.backend.concat([state.tracking_prompt[name] for state in states])
-                  for name in states[0].tracking_prompt}
-        decoded = _split(calls, calls.decode(conditioned, frame.features, prompt, multimask, timings))
+        conditioned = _attend_memory(calls, states, states[0].next_index, frame.features, timings)
+        decoded = calls.decode(conditioned, frame.features, _tracking_prompt(calls, states), _multimask(calls), timings)
+        return self._conclude(states, frame, decoded, None, timings)
+
+    def step_captured(self, states: list[SAM2State], rgb: np.ndarray) -> list[list[FrameResult]]:
+        """`step` through the backend's `CapturedFrameStep` (captured on the first call for these
+        K objects): image encoder, memory attention, decoder and memory encoder in one replay, the
+        new memory computed for every object and registered for the finite ones, as `step` does.
+        Timings: `preprocess` and `frame_step` (the replay: on CUDA its launch, the wait falls on
+        the first read)."""
+        calls, index = self.calls, states[0].next_index
+        if self.captured is None:
+            self.captured = calls.backend.frame_step(len(states))
+        timings: Timings = {}
+        begin = time.perf_counter()
+        image = calls.backend.preprocess(rgb, calls.geometry.image_size)
+        preprocess_ms = 1e3 * (time.perf_counter() - begin)
+        slots = [state.bank.attention_inputs(index) for state in states]
+        inputs = {
+            "image": image, "binarize": calls.flag(False), "multimask": calls.flag(_multimask(calls)),
+            "memory": calls.backend.concat([state.bank.memory for state in states]),
+            "obj_ptrs": calls.backend.concat([state.bank.obj_ptrs for state in states]),
+            **{name: calls.host(np.stack([one[name] for one in slots])) for name in slots[0]},
+            **_tracking_prompt(calls, states),
+        }
+        begin = time.perf_counter()
+        outputs = self.captured.replay(inputs)
+        timings["frame_step"] = 1e3 * (time.perf_counter() - begin)
+        features = {name: outputs[name] for name in ("fpn0", "fpn1", "feat")}
+        frame = EncodedFrame(rgb, features, {"preprocess": preprocess_ms / len(states)})
+        decoded = {t.name: outputs[t.name] for t in stage_specs(calls.geometry)["mask_decoder"].outputs}
+        return self._conclude(states, frame, decoded, outputs["memory"], timings)
+
+    def _conclude(self, states: list[SAM2State], frame: EncodedFrame, decoded_batch: dict[str, Handle],
+                  memory_batch: Handle | None, timings: Timings) -> list[list[FrameResult]]:
+        """Hole filling, the finite check, memory registration (from `memory_batch` when the
+        step computed it, else one memory encoder call) and the results."""
+        calls, index = self.calls, states[0].next_index
+        decoded = _split(calls, decoded_batch)
         filled = [calls.hole_filled(one["mask_lowres"]) for one in decoded]
         finite = [bool(np.isfinite(low).all() and np.isfinite(calls.scalar(one["object_score"])))
                   for (_, low), one in zip(filled, decoded)]
-        tracked = [(state, one) for state, one, ok in zip(states, decoded, finite) if ok]
-        _encode_and_register(calls, tracked, index, frame, timings)
+        if memory_batch is None:
+            tracked = [(state, one) for state, one, ok in zip(states, decoded, finite) if ok]
+            _encode_and_register(calls, tracked, index, frame, timings)
+        else:
+            for state, one, memory, ok in zip(states, decoded, calls.backend.split(memory_batch), finite):
+                if ok:
+                    state.bank.register_frame(index, memory, one["obj_ptr"])
         share = {**frame.timings, **{stage: ms / len(states) for stage, ms in timings.items()}}
         results = []
         for state, (handle, low), one, ok in zip(states, filled, decoded, finite):
@@ -97,6 +140,15 @@ def _attend_memory(calls: StageCalls, states: list[SAM2State], index: int, featu
         obj_ptrs=backend.concat([state.bank.obj_ptrs for state in states]),
         **{name: calls.host(np.stack([one[name] for one in slots])) for name in slots[0]},
     )["feat_conditioned"]
+
+
+def _multimask(calls: StageCalls) -> bool:
+    return calls.config.multimask_for_tracking and calls.config.multimask(0)
+
+
+def _tracking_prompt(calls: StageCalls, states: list[SAM2State]) -> dict[str, Handle]:
+    return {name: calls.backend.concat([state.tracking_prompt[name] for state in states])
+            for name in states[0].tracking_prompt}
 
 
 def _split(calls: StageCalls, batch: dict[str, Handle]) -> list[dict[str, Handle]]:
