@@ -556,3 +556,29 @@ def test_profiles_come_from_the_contract_with_ranges_only_on_symbolic_dims(monke
     assert built["image_encoder"]["profile"] == {"image": [[1, 3, 64, 64]] * 3}
     assert built["memory_attention"]["profile"]["memory"] == [[1, 7, 8, 4, 4], [1, 7, 8, 4, 4], [16, 7, 8, 4, 4]]
     assert built["mask_decoder"]["profile"]["sparse_prompt"] == [[1, 1, 32], [1, 2, 32], [16, 8, 32]]
+
+
+def test_the_tracker_through_the_captured_frame_step_equals_its_stage_calls(monkeypatch, fake_export) -> None:
+    """`TrackerConfig.frame_step` on TensorRT: one graph launch per tracking frame, nothing enqueued
+    anew, and the results of the stage-by-stage Tracker (the fake engines chain the frame's pixels
+    through every stage, so a stale static input would show)."""
+    from mqc_edge.runtime.config import TrackerConfig
+    from mqc_edge.runtime.tracker import Tracker
+
+    trt, cudart = install_fakes(monkeypatch)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 80, 3), dtype=np.uint8) for _ in range(5)]
+    runs = {}
+    for frame_step in (False, True):
+        tracker = Tracker(_load(fake_export), TrackerConfig(mode="sam2", frame_step=frame_step))
+        runs[frame_step] = [*tracker.start(frames[0], box=[4, 4, 30, 20]), *(tracker.step(f)[0] for f in frames[1:])]
+        if frame_step:
+            enqueued = len(trt.executed)
+            tracker.step(frames[0])
+            assert len(trt.executed) == enqueued  # a replay enqueues no stage
+    assert cudart.calls.count("cudaGraphLaunch") == len(frames)  # 4 tracked frames + the one above
+    lowres = [[r.logits_lowres for r in runs[flag]] for flag in (False, True)]
+    for staged, stepped in zip(*lowres):
+        np.testing.assert_array_equal(stepped, staged)
+    assert len({float(a.mean()) for a in lowres[1]}) == len(frames)  # every frame its own value
+    assert "frame_step" in runs[True][1].timings_ms and "memory_attention" not in runs[True][1].timings_ms

@@ -9,7 +9,8 @@ shape only when it changes; a stage is `execute_async_v3` on the stream.
 
 CUDA graphs (`TrtExecutor.capture`): a fixed sequence of stages on static buffers (a per-frame
 step with memory in fixed slots) is run once, then captured and replayed with one
-`cudaGraphLaunch`. What a capture may hold: `execute_async_v3` of stages whose input shapes and
+`cudaGraphLaunch`; `TrtBackend.frame_step` is the Tracker's SAM 2 mode tracking frame so captured
+(`TrtFrameStep`, `TrackerConfig.frame_step`). What a capture may hold: `execute_async_v3` of stages whose input shapes and
 addresses are fixed, and device copies on the stream (`write_slot`, `copy_from_host` into a static
 input). What it may not: allocation (`from_host`, `zeros`, `concat`, a stage's fresh outputs:
 all made before capture) and anything that waits for the device (`to_host`).
@@ -26,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from mqc_edge.contract import StageSpec, TensorSpec, stage_specs
+from mqc_edge.contract import OBJECTS, PROMPT_TOKENS, TRACKING_PROMPT_TOKENS, StageSpec, TensorSpec, stage_specs
 from mqc_edge.errors import ConfigError, StageContractError
 from mqc_edge.runtime.backends.cuda_buffers import CudaError, DeviceMemory, DeviceTensor, check, device_info
-from mqc_edge.runtime.backends.stage_backend import CheckedBackend, slot_index
+from mqc_edge.runtime.backends.stage_backend import FRAME_STEP_STAGES, CheckedBackend, slot_index
 from mqc_edge.runtime.backends.trt_engine import (
     ENGINE_DIR, ENGINE_MANIFEST, PRECISION_FLAGS, EngineOptions, build_engines, check_engines,
 )
@@ -235,6 +236,37 @@ class CapturedStep:
         check(self.cudart, self.cudart.cudaGraphDestroy(self.graph), "cudaGraphDestroy")
 
 
+class TrtFrameStep:
+    """`CapturedFrameStep` on TensorRT: `FRAME_STEP_STAGES` captured once (`CapturedStep`) for K
+    objects on static device buffers shaped by the contract (objects = K, the tracking frame's
+    prompt tokens). `replay` copies each input into its static buffer on the device, launches the
+    graph and returns every stage's outputs by contract name (overwritten by the next replay)."""
+
+    def __init__(self, executor: TrtExecutor, objects: int) -> None:
+        self.executor = executor
+        sizes = {OBJECTS: objects, PROMPT_TOKENS: TRACKING_PROMPT_TOKENS}
+        self.inputs: dict[str, DeviceTensor] = {}
+        produced: set[str] = set()
+        for name in FRAME_STEP_STAGES:
+            spec = executor.specs[name]
+            for tensor in spec.inputs:
+                if tensor.name not in produced:
+                    self.inputs.setdefault(tensor.name, executor.zeros(tensor.resolved(sizes)))
+            produced.update(t.name for t in spec.outputs)
+        self.step = CapturedStep(executor, FRAME_STEP_STAGES, self.inputs)
+
+    def replay(self, inputs: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
+        """StageContractError, naming the input, when one differs from its static buffer."""
+        for name, value in inputs.items():
+            static = self.inputs[name]
+            if value.shape != static.shape or value.dtype != static.dtype:
+                raise StageContractError(f"frame step input {name!r}: expected {static.dtype}{list(static.shape)}, "
+                                         f"got {value.dtype}{list(value.shape)}")
+            self.executor.memory.copy(static.ptr, value.ptr, value.nbytes)
+        self.step.launch()
+        return {name: tensor for outputs in self.step.outputs.values() for name, tensor in outputs.items()}
+
+
 def _engine_files(trt: Any, manifest: Any, engine_dir: Path, device: Any, engines: str,
                   options: EngineOptions) -> dict[str, Path]:
     """Checked engine files, building them first as the `engines` policy says."""
@@ -270,6 +302,10 @@ class TrtBackend(CheckedBackend):
     def __init__(self, executor: TrtExecutor) -> None:
         super().__init__(executor)
         self.manifest, self.capture, self.close = executor.manifest, executor.capture, executor.close
+
+    def frame_step(self, objects: int) -> TrtFrameStep:
+        """The SAM 2 mode tracking frame of `objects` objects as one CUDA graph (`TrtFrameStep`)."""
+        return TrtFrameStep(self.executor, objects)
 
 
 def load(export_dir: Path, threads: int | None = None, engine_dir: Path | None = None, engines: str = "check",
