@@ -42,6 +42,7 @@ elif [ -f "${MQC_EDGE_CACHE:-$HOME/.cache/mqc-edge}/default/manifest.json" ]; th
 else
     MODEL=$NO_TEXT_EXPORT CARRIED=""
 fi
+EXPORT_LIMIT=200  # each export, from the end of install (tracing is single-threaded: 103 s of CPU time for the default here)
 LIMIT_MIB=35  # the wheels travel with the tree (about 25 MiB, the shipped weights included): 64 MiB in all
 BENCH_ARGS=(--device cuda --backends torch --frame-step --vs-sam2 --modes sam2 mqc --clip-size 480 --frames 24)
 TINY_EXPORT=.gpu_cache/tiny1024  # random-weight SAM 2.1 tiny at 1024 px: the GPU goal's model (issue 22)
@@ -70,15 +71,16 @@ plan() {
     echo "out:     $OUT (summary.json, summary.md, gpu_check.log, bench/)"
     echo "model:   $MODEL (MQC_EDGE_CACHE=${MQC_EDGE_CACHE:-unset})"
     echo "step install       40 s  pip install --no-index --no-deps the wheels, then -e . (torch untouched)"
+    echo "background tiny_export $EXPORT_LIMIT s  random SAM 2.1 tiny (seed 0) at 1024 px -> mqc-edge export --out $TINY_EXPORT"
+    echo "background export  $EXPORT_LIMIT s  mqc-edge export --checkpoint default --out $NO_TEXT_EXPORT --no-text-encoder${CARRIED:+ (skipped: $CARRIED)}"
     echo "step gpu_tests     85 s  pytest ${GPU_TESTS[*]}"
     echo "step triton_timing 25 s  python -m mqc_edge.kernels.triton_segmented_attention 50"
-    echo "step tiny_export   80 s  random SAM 2.1 tiny (seed 0) at 1024 px -> mqc-edge export --out $TINY_EXPORT"
     echo "step tiny_bench    60 s  mqc-edge bench $TINY_EXPORT ${TINY_ARGS[*]}"
-    echo "step export        90 s  mqc-edge export --checkpoint default --out $NO_TEXT_EXPORT --no-text-encoder${CARRIED:+ (skipped: $CARRIED)}"
     echo "step bench         70 s  mqc-edge bench $MODEL ${BENCH_ARGS[*]} --objects 1 4 16 --repeats 2"
     if [ -n "${GPU_CHECK_COMPILED:-}" ]; then
         echo "step bench_compiled 45 s mqc-edge bench $MODEL ${BENCH_ARGS[*]} --vs-sam2-compiled --modes sam2 --frames 16 --repeats 2"
     fi
+    echo "the exports start after install and run beside the tests; the benches wait for them"
 }
 
 # step NAME LIMIT_S [FUNCTION]: run the function FUNCTION (default NAME) in a child bash under
@@ -87,10 +89,30 @@ step() {
     local name=$1 limit=$2 function=${3:-$1} start rc
     start=$(date +%s)
     echo "== $name (limit ${limit}s)" >>"$LOG"
-    timeout "$limit" bash -c "$(declare -p PY WHEELS OUT MODEL NO_TEXT_EXPORT GPU_TESTS TRITON_JSON BENCH_ARGS TINY_EXPORT TINY_ARGS WORK); $(declare -f "$function"); $function" \
-        >>"$LOG" 2>&1
+    timed "$limit" "$function" >>"$LOG" 2>&1
     rc=$?
     printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - start))" "" >>"$STEPS"
+}
+
+timed() {
+    timeout "$1" bash -c "$(declare -p PY WHEELS OUT MODEL NO_TEXT_EXPORT GPU_TESTS TRITON_JSON BENCH_ARGS TINY_EXPORT TINY_ARGS WORK); $(declare -f "$2"); $2"
+}
+
+# in_background NAME LIMIT_S FUNCTION: the same under `timeout`, started now and left running (the
+# exports: single-threaded tracing on a many-core host, so they overlap the tests); `joined NAME`
+# waits for it and writes its row and its log.
+in_background() {
+    local name=$1 limit=$2 function=$3
+    ( start=$(date +%s); timed "$limit" "$function" >"$WORK/$name.log" 2>&1; rc=$?
+      printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - start))" "in the background" >"$WORK/$name.row" ) &
+    eval "PID_$name=$!"
+}
+
+joined() {
+    local name=$1 pid_var="PID_$1"
+    wait "${!pid_var}"
+    { echo "== $name (in the background)"; cat "$WORK/$name.log"; } >>"$LOG"
+    cat "$WORK/$name.row" >>"$STEPS"
 }
 
 skip() { printf '%s\tskipped\t0\t%s\n' "$1" "$2" >>"$STEPS"; echo "== $1 skipped: $2" >>"$LOG"; }
@@ -124,12 +146,9 @@ export_model() {
     $PY -m mqc_edge.cli export --checkpoint default --out "$NO_TEXT_EXPORT" --no-text-encoder
 }
 
-export_or_skip() {
-    if [ -n "$CARRIED" ]; then
-        skip export "$CARRIED"
-    else
-        step export 90 export_model  # `export` itself is a shell builtin
-    fi
+start_exports() {
+    in_background tiny_export "$EXPORT_LIMIT" tiny_export
+    if [ -z "$CARRIED" ]; then in_background export "$EXPORT_LIMIT" export_model; fi  # `export` is a builtin
 }
 
 tiny_export() {
@@ -142,7 +161,7 @@ tiny_bench() {
 }
 
 tiny_or_skip() {
-    step tiny_export 80
+    joined tiny_export
     if [ -f "$TINY_EXPORT/manifest.json" ]; then
         step tiny_bench 60
     else
@@ -161,6 +180,7 @@ bench_compiled() {
 }
 
 bench_or_skip() {
+    if [ -n "$CARRIED" ]; then skip export "$CARRIED"; else joined export; fi
     if ! $PY -m mqc_edge.cli bench --help 2>/dev/null | grep -q -- '--device'; then
         skip bench "mqc-edge bench has no --device option in this checkout (being added)"
     elif [ "$MODEL" = "$NO_TEXT_EXPORT" ] && [ ! -f "$MODEL/manifest.json" ]; then
@@ -242,10 +262,10 @@ main() {
     : >"$STEPS"
     { nvidia-smi -L; $PY --version; } >>"$LOG" 2>&1
     step install 40
+    start_exports
     step gpu_tests 85
     step triton_timing 25
     tiny_or_skip
-    export_or_skip
     bench_or_skip
     summarize
 }
