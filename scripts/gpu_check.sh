@@ -45,9 +45,9 @@ fi
 EXPORT_LIMIT=200  # each export, from the end of install (tracing is single-threaded: 103 s of CPU time for the default here)
 LIMIT_MIB=35  # the wheels travel with the tree (about 25 MiB, the shipped weights included): 64 MiB in all
 BENCH_ARGS=(--device cuda --backends torch --frame-step --vs-sam2 --modes sam2 mqc --clip-size 480 --frames 24)
-TINY_EXPORT=.gpu_cache/tiny1024  # random-weight SAM 2.1 tiny at 1024 px: the GPU goal's model (issue 22)
-TINY_ARGS=(--device cuda --backends torch --frame-step --vs-sam2 --precision fp16 --clip-size 1024 --frames 16
-           --objects 1 16 --repeats 2)
+TINY_EXPORT=.gpu_cache/tiny  # + 1024 / 480: random-weight SAM 2.1 tiny, the model of issue 22's GPU goals
+TINY_ARGS=(--device cuda --backends torch --frame-step --vs-sam2 --precision fp16 --frames 16 --objects 1 4 16
+           --repeats 2)
 # our torch-CUDA backend (device pre/post-processing, syncs counted) against Meta's eager predictor
 # on the same GPU; the compiled predictor (vos_optimized: minutes of torch.compile) gets its own
 # step, so a compile that overruns its limit costs only that step
@@ -71,11 +71,13 @@ plan() {
     echo "out:     $OUT (summary.json, summary.md, gpu_check.log, bench/)"
     echo "model:   $MODEL (MQC_EDGE_CACHE=${MQC_EDGE_CACHE:-unset})"
     echo "step install       40 s  pip install --no-index --no-deps the wheels, then -e . (torch untouched)"
-    echo "background tiny_export $EXPORT_LIMIT s  random SAM 2.1 tiny (seed 0) at 1024 px -> mqc-edge export --out $TINY_EXPORT"
+    echo "background tiny_export_1024 $EXPORT_LIMIT s  random SAM 2.1 tiny (seed 0) at 1024 px -> mqc-edge export --out ${TINY_EXPORT}1024"
+    echo "background tiny_export_480 $EXPORT_LIMIT s  the same at 480 px -> ${TINY_EXPORT}480"
     echo "background export  $EXPORT_LIMIT s  mqc-edge export --checkpoint default --out $NO_TEXT_EXPORT --no-text-encoder${CARRIED:+ (skipped: $CARRIED)}"
     echo "step gpu_tests     85 s  pytest ${GPU_TESTS[*]}"
     echo "step triton_timing 25 s  python -m mqc_edge.kernels.triton_segmented_attention 50"
-    echo "step tiny_bench    60 s  mqc-edge bench $TINY_EXPORT ${TINY_ARGS[*]}"
+    echo "step tiny_bench_1024 70 s  mqc-edge bench ${TINY_EXPORT}1024 ${TINY_ARGS[*]} --clip-size 1024"
+    echo "step tiny_bench_480 45 s  mqc-edge bench ${TINY_EXPORT}480 ${TINY_ARGS[*]} --clip-size 480"
     echo "step bench         70 s  mqc-edge bench $MODEL ${BENCH_ARGS[*]} --objects 1 4 16 --repeats 2"
     if [ -n "${GPU_CHECK_COMPILED:-}" ]; then
         echo "step bench_compiled 45 s mqc-edge bench $MODEL ${BENCH_ARGS[*]} --vs-sam2-compiled --modes sam2 --frames 16 --repeats 2"
@@ -95,7 +97,7 @@ step() {
 }
 
 timed() {
-    timeout "$1" bash -c "$(declare -p PY WHEELS OUT MODEL NO_TEXT_EXPORT GPU_TESTS TRITON_JSON BENCH_ARGS TINY_EXPORT TINY_ARGS WORK); $(declare -f "$2"); $2"
+    timeout "$1" bash -c "$(declare -p PY WHEELS OUT MODEL NO_TEXT_EXPORT GPU_TESTS TRITON_JSON BENCH_ARGS TINY_EXPORT TINY_ARGS WORK); $(declare -f); $2"
 }
 
 # in_background NAME LIMIT_S FUNCTION: the same under `timeout`, started now and left running (the
@@ -147,25 +149,30 @@ export_model() {
 }
 
 start_exports() {
-    in_background tiny_export "$EXPORT_LIMIT" tiny_export
+    in_background tiny_export_1024 "$EXPORT_LIMIT" tiny_export_1024
+    in_background tiny_export_480 "$EXPORT_LIMIT" tiny_export_480
     if [ -z "$CARRIED" ]; then in_background export "$EXPORT_LIMIT" export_model; fi  # `export` is a builtin
 }
 
-tiny_export() {
-    $PY -c "from mqc_edge.model.sam2_build import build_sam21, save_weights; save_weights(build_sam21('tiny', image_size=1024, seed=0), '$WORK/tiny1024.pt')" &&
-        $PY -m mqc_edge.cli export --checkpoint "$WORK/tiny1024.pt" --model-config sam2.1_hiera_t --image-size 1024 --out "$TINY_EXPORT"
+tiny_export_at() {  # SIZE
+    $PY -c "from mqc_edge.model.sam2_build import build_sam21, save_weights; save_weights(build_sam21('tiny', image_size=$1, seed=0), '$WORK/tiny$1.pt')" &&
+        $PY -m mqc_edge.cli export --checkpoint "$WORK/tiny$1.pt" --model-config sam2.1_hiera_t --image-size "$1" --out "$TINY_EXPORT$1"
 }
+tiny_export_1024() { tiny_export_at 1024; }
+tiny_export_480() { tiny_export_at 480; }
 
-tiny_bench() {
-    $PY -m mqc_edge.cli bench "$TINY_EXPORT" "${TINY_ARGS[@]}" --out "$OUT/bench_tiny1024"
+tiny_bench_at() {  # SIZE: a clip of SIZE px, the model's own size
+    $PY -m mqc_edge.cli bench "$TINY_EXPORT$1" "${TINY_ARGS[@]}" --clip-size "$1" --out "$OUT/bench_tiny$1"
 }
+tiny_bench_1024() { tiny_bench_at 1024; }
+tiny_bench_480() { tiny_bench_at 480; }
 
-tiny_or_skip() {
-    joined tiny_export
-    if [ -f "$TINY_EXPORT/manifest.json" ]; then
-        step tiny_bench 60
+tiny_or_skip() {  # SIZE LIMIT_S
+    joined "tiny_export_$1"
+    if [ -f "$TINY_EXPORT$1/manifest.json" ]; then
+        step "tiny_bench_$1" "$2"
     else
-        skip tiny_bench "the tiny_export step made no export in $TINY_EXPORT (see its log)"
+        skip "tiny_bench_$1" "the tiny_export_$1 step made no export in $TINY_EXPORT$1 (see its log)"
     fi
 }
 
@@ -205,9 +212,10 @@ try:
 except (OSError, ValueError):
     triton = None
 bench, compiled = out / "bench" / "report.json", out / "bench_compiled" / "report.json"
-tiny = out / "bench_tiny1024" / "report.json"
+tiny, tiny480 = out / "bench_tiny1024" / "report.json", out / "bench_tiny480" / "report.json"
 summary = {"steps": steps, "triton_vs_torch": triton, "bench_report": str(bench) if bench.is_file() else None,
            "tiny1024_report": str(tiny) if tiny.is_file() else None,
+           "tiny480_report": str(tiny480) if tiny480.is_file() else None,
            "bench_compiled_report": str(compiled) if compiled.is_file() else None,
            "passed": all(s["status"] in ("passed", "skipped") for s in steps)}
 (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -219,7 +227,8 @@ if triton:
               "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {k} | {r['triton']['median_ms']:.3f} | {r['triton']['spread_ms']:.3f} | {r['torch']['median_ms']:.3f} "
               f"| {r['torch']['spread_ms']:.3f} | {r['speedup']:.2f}x | {r['max_abs_difference']:.2e} |" for k, r in triton.items()]
-for title, path in (("SAM 2.1 tiny (random weights), 1024 px clip, fp16", tiny), ("the shipped default, 480 px clip", bench),
+for title, path in (("SAM 2.1 tiny (random weights) at 1024 px, fp16", tiny),
+                    ("SAM 2.1 tiny (random weights) at 480 px, fp16", tiny480), ("the shipped default, 480 px clip", bench),
                     ("with Meta's compiled predictor", compiled)):
     if not path.is_file():
         continue
@@ -265,7 +274,8 @@ main() {
     start_exports
     step gpu_tests 85
     step triton_timing 25
-    tiny_or_skip
+    tiny_or_skip 1024 70
+    tiny_or_skip 480 45
     bench_or_skip
     summarize
 }

@@ -40,17 +40,19 @@ def test_plan_lists_the_steps_within_eight_minutes(tmp_path):
     assert done.returncode == 0, done.stderr
     limits = {name: int(s) for name, s in re.findall(r"^step (\w+)\s+(\d+) s", done.stdout, re.M)}
     background = {name: int(s) for name, s in re.findall(r"^background (\w+)\s+(\d+) s", done.stdout, re.M)}
-    assert list(limits) == ["install", "gpu_tests", "triton_timing", "tiny_bench", "bench"]
-    assert list(background) == ["tiny_export", "export"]
+    assert list(limits) == ["install", "gpu_tests", "triton_timing", "tiny_bench_1024", "tiny_bench_480", "bench"]
+    assert list(background) == ["tiny_export_1024", "tiny_export_480", "export"]
     # the exports run beside the tests; the benches wait for them
     worst = limits["install"] + max(limits["gpu_tests"] + limits["triton_timing"], *background.values()) \
-        + limits["tiny_bench"] + limits["bench"]
+        + limits["tiny_bench_1024"] + limits["tiny_bench_480"] + limits["bench"]
     assert worst <= 8 * 60 - 30  # leaves time for the summary and start-up
     bench = re.search(r"^step bench\s+\d+ s\s+(.*)$", done.stdout, re.M).group(1)
     assert "--device cuda --backends torch --frame-step --vs-sam2 --modes sam2 mqc" in bench
     assert "--objects 1 4 16" in bench and "--vs-sam2-compiled" not in bench
-    tiny = re.search(r"^step tiny_bench\s+\d+ s\s+(.*)$", done.stdout, re.M).group(1)
-    assert "--frame-step" in tiny and "--precision fp16 --clip-size 1024" in tiny and "--objects 1 16" in tiny
+    for size in (1024, 480):
+        tiny = re.search(rf"^step tiny_bench_{size}\s+\d+ s\s+(.*)$", done.stdout, re.M).group(1)
+        assert tiny.startswith(f"mqc-edge bench .gpu_cache/tiny{size} ") and tiny.endswith(f"--clip-size {size}")
+        assert "--frame-step" in tiny and "--precision fp16" in tiny and "--objects 1 4 16" in tiny
     # torch.compile's minutes are opt-in, their own step and limit
     compiled = _run("--plan", wheels=tmp_path, GPU_CHECK_COMPILED="1").stdout
     assert "--vs-sam2-compiled" in re.search(r"^step bench_compiled\s+\d+ s\s*(.*)$", compiled, re.M).group(1)
@@ -84,13 +86,13 @@ def test_a_run_with_a_stand_in_python_joins_the_background_exports_before_the_be
            "GPU_CHECK_PYTHON": str(python), "CALLS": str(calls), "OUT": str(out), "MQC_EDGE_CACHE": str(work)}
     done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
     steps = [row["step"] for row in __import__("json").loads((out / "summary.json").read_text())["steps"]]
-    assert steps == ["install", "gpu_tests", "triton_timing", "tiny_export", "tiny_bench", "export", "bench"], \
-        (done.stdout, done.stderr)
+    assert steps == ["install", "gpu_tests", "triton_timing", "tiny_export_1024", "tiny_bench_1024", "tiny_export_480",
+                     "tiny_bench_480", "export", "bench"], (done.stdout, done.stderr)
     made = calls.read_text().splitlines()
     benches = [i for i, line in enumerate(made) if "mqc_edge.cli bench .gpu_cache" in line]
     exports = [i for i, line in enumerate(made) if "mqc_edge.cli export" in line]
-    assert len(benches) == 2 and len(exports) == 2 and max(exports) < min(benches)
-    assert "== tiny_export (in the background)" in (out / "gpu_check.log").read_text()
+    assert len(benches) == 3 and len(exports) == 3 and max(exports) < min(benches)
+    assert "== tiny_export_1024 (in the background)" in (out / "gpu_check.log").read_text()
 
 
 def test_without_a_carried_export_the_bench_runs_on_one_made_there_without_the_text_encoder(tmp_path):

@@ -229,12 +229,30 @@ def measure(config: BenchConfig, clip: BenchClip, scratch: Path,
                load_model(path, backend=backend, threads=config.threads)
                for backend, label, path in _entrants(config, export_labels(config))}
     meta, skipped = _meta_predictors(config, clip, scratch) if config.vs_sam2 else ({}, {})
+    if config.frame_step:
+        skipped.update(_capture_frame_steps(config, sources))
+        config = dataclasses.replace(config, frame_step=not any(FRAME_STEP_LABEL in name for name in skipped))
     if not_built is not None:
         not_built.update(skipped)
     frame_size = clip.frames[0].shape[:2]
     return {count: interleave(_runners(config, clip, prompt_boxes(clip.boxes, count, frame_size), sources, meta),
                               config.repeats)
             for count in config.objects}
+
+
+def _capture_frame_steps(config: BenchConfig, sources: dict[tuple[str, str], ModelSource]) -> dict[str, str]:
+    """Capture the torch backend's frame step for every object count before any pass (so no pass
+    pays for a capture); {contestant: "not built: reason"} when a capture fails, else {}."""
+    for (backend, label), source in sources.items():
+        if backend != "torch":
+            continue
+        try:
+            for count in config.objects:
+                source.backend.frame_step(count)
+        except Exception as error:  # a CUDA graph capture fails in many ways (an op that syncs, a driver)
+            name = contestant_name(backend, "sam2", f"{label} {FRAME_STEP_LABEL}".strip())
+            return {name: f"not built: {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+    return {}
 
 
 def _stage_costs(export: Path, peaks: dict[str, float], bandwidth: float, objects: int) -> dict[str, dict]:

@@ -237,13 +237,19 @@ class TorchBackend(CheckedBackend):
         executor = TorchExecutor(model, device, description, precision, device_processing)
         super().__init__(executor)
         self.model, self.stages = executor.model, executor.stages
+        self._frame_steps: dict[int, CapturedFrameStep] = {}
         if executor.device_processing:
             self.preprocess, self.postprocess = executor.preprocess, executor.postprocess
 
     def frame_step(self, objects: int) -> CapturedFrameStep:
         """`CapturedFrameStep` for `objects` objects: a CUDA graph on CUDA; on cpu the same
-        static-buffer step run eagerly (model/cuda_graph.py), the glue without the gain."""
-        return self.executor.capture_frame_step(objects, capture=self.executor.device.type == "cuda")
+        static-buffer step run eagerly (model/cuda_graph.py), the glue without the gain. Captured
+        once per object count and shared by the Trackers on this backend: a step's outputs are
+        consumed before it returns, so Trackers taking turns frame by frame do not clash."""
+        if objects not in self._frame_steps:
+            self._frame_steps[objects] = self.executor.capture_frame_step(
+                objects, capture=self.executor.device.type == "cuda")
+        return self._frame_steps[objects]
 
 
 def load(

@@ -98,3 +98,26 @@ def test_bench_device_cuda_fails_in_one_line_when_no_cuda_device_is_visible(tmp_
     assert code == 2 and err.count("\n") == 1
     assert "device 'cuda': no CUDA device is visible" in err
     assert not (tmp_path / "bench").exists()  # refused before anything ran
+
+
+def test_a_frame_step_that_cannot_be_captured_is_reported_not_built(tmp_path):
+    from types import SimpleNamespace
+
+    from mqc_edge.benchmarks.harness import _capture_frame_steps
+
+    captured = []
+
+    class Backend:
+        def __init__(self, fails: bool) -> None:
+            self.fails = fails
+
+        def frame_step(self, objects: int) -> None:
+            if self.fails and objects > 1:
+                raise RuntimeError("operation not permitted when stream is capturing\nmore")
+            captured.append(objects)
+
+    config = BenchConfig(tmp_path, tmp_path, backends=("torch",), frame_step=True, objects=(1, 4))
+    assert _capture_frame_steps(config, {("torch", ""): SimpleNamespace(backend=Backend(False))}) == {}
+    assert captured == [1, 4]  # every object count, before any pass
+    assert _capture_frame_steps(config, {("torch", ""): SimpleNamespace(backend=Backend(True))}) == {
+        "mqc-edge/torch frame-step": "not built: RuntimeError: operation not permitted when stream is capturing"}

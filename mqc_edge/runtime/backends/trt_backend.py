@@ -302,10 +302,15 @@ class TrtBackend(CheckedBackend):
     def __init__(self, executor: TrtExecutor) -> None:
         super().__init__(executor)
         self.manifest, self.capture, self.close = executor.manifest, executor.capture, executor.close
+        self._frame_steps: dict[int, TrtFrameStep] = {}
 
     def frame_step(self, objects: int) -> TrtFrameStep:
-        """The SAM 2 mode tracking frame of `objects` objects as one CUDA graph (`TrtFrameStep`)."""
-        return TrtFrameStep(self.executor, objects)
+        """The SAM 2 mode tracking frame of `objects` objects as one CUDA graph (`TrtFrameStep`),
+        captured once per object count and shared by the Trackers on this backend (a step's
+        outputs are consumed before it returns)."""
+        if objects not in self._frame_steps:
+            self._frame_steps[objects] = TrtFrameStep(self.executor, objects)
+        return self._frame_steps[objects]
 
 
 def load(export_dir: Path, threads: int | None = None, engine_dir: Path | None = None, engines: str = "check",
