@@ -69,10 +69,15 @@ class Int8Plan:
     # (MLAS); elementwise ops stay FP32, where Q/DQ around them would only add work
     per_channel: bool = True  # weight scales per output channel (DESIGN section 6)
     scheme: str = "static"  # one of INT8_SCHEMES
+    activation_matmuls: bool = False  # dynamic scheme: also the MatMuls of two activations (attention's
+    # QK^T and AV), whose scales are computed per call too; the static scheme's Q/DQ already covers them
 
     def __post_init__(self) -> None:
         if self.scheme not in INT8_SCHEMES:
             raise ConfigError(f"INT8 scheme: expected one of {sorted(INT8_SCHEMES)}, got {self.scheme!r}")
+        if self.activation_matmuls and self.scheme != "dynamic":
+            raise ConfigError("int8-activation-matmuls: a dynamic-scheme option (the static scheme's calibrated "
+                              "Q/DQ already quantizes MatMuls between activations)")
 
     @property
     def quantized_ops(self) -> tuple[str, ...]:
@@ -117,10 +122,12 @@ def quantizable(source: Path, plan: Int8Plan = Int8Plan()) -> bool:
 
 def write_int8_dynamic(source: Path, target: Path, plan: Int8Plan = Int8Plan(scheme="dynamic")) -> None:
     """Dynamic quantization of `plan.quantized_ops`: s8 weights (per channel), u8 activations whose
-    scale and zero point each call computes from the tensor (no calibration feeds)."""
+    scale and zero point each call computes from the tensor (no calibration feeds); with
+    `plan.activation_matmuls` also MatMuls whose both inputs are activations (onnxruntime's
+    `MatMulConstBOnly` off: both sides quantized per call)."""
     _write_quantized(target, lambda staged: quantize_dynamic(
         str(source), str(staged), op_types_to_quantize=list(plan.quantized_ops), per_channel=plan.per_channel,
-        weight_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": not plan.activation_matmuls},
     ))
 
 

@@ -146,3 +146,24 @@ def test_cli_build_fp32_copy_passes_and_refuses_an_existing_out(exported, tmp_pa
     capsys.readouterr()
     assert main(argv) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_dynamic_int8_quantizes_attention_matmuls_only_when_asked(exported, tmp_path):
+    """Memory attention's QK^T and AV multiply two activations: the default dynamic plan leaves them
+    FP32 (onnxruntime's MatMulConstBOnly), `activation_matmuls` makes them MatMulInteger too."""
+    from mqc_edge.export.precision import write_int8_dynamic
+
+    source = exported[0] / "memory_attention.onnx"
+    counts = {}
+    for both in (False, True):
+        target = tmp_path / f"memory_attention-{both}.onnx"
+        write_int8_dynamic(source, target, Int8Plan(scheme="dynamic", activation_matmuls=both))
+        graph = onnx.load(str(target))
+        weights = {init.name for init in graph.graph.initializer}
+        float_matmuls = [node for node in graph.graph.node if node.op_type == "MatMul"]
+        assert all(not weights & set(node.input) for node in float_matmuls), "a weight MatMul stayed FP32"
+        counts[both] = (len(float_matmuls), sum(node.op_type == "MatMulInteger" for node in graph.graph.node))
+    assert counts[False][0] > 0 and counts[True][0] == 0
+    assert counts[True][1] == counts[False][1] + counts[False][0]
+    with pytest.raises(ConfigError, match="int8-activation-matmuls: a dynamic-scheme option"):
+        Int8Plan(activation_matmuls=True)
