@@ -82,16 +82,8 @@ class SAM2Mode:
         begin = time.perf_counter()
         image = calls.backend.preprocess(rgb, calls.geometry.image_size)
         preprocess_ms = 1e3 * (time.perf_counter() - begin)
-        slots = [state.bank.attention_inputs(index) for state in states]
-        inputs = {
-            "image": image, "binarize": calls.flag(False), "multimask": calls.flag(_multimask(calls)),
-            "memory": calls.backend.concat([state.bank.memory for state in states]),
-            "obj_ptrs": calls.backend.concat([state.bank.obj_ptrs for state in states]),
-            **{name: calls.host(np.stack([one[name] for one in slots])) for name in slots[0]},
-            **_tracking_prompt(calls, states),
-        }
         begin = time.perf_counter()
-        outputs = self.captured.replay(inputs)
+        outputs = self.captured.replay(_frame_step_inputs(calls, states, index, image))
         timings["frame_step"] = 1e3 * (time.perf_counter() - begin)
         features = {name: outputs[name] for name in ("fpn0", "fpn1", "feat")}
         frame = EncodedFrame(rgb, features, {"preprocess": preprocess_ms / len(states)})
@@ -140,6 +132,19 @@ def _attend_memory(calls: StageCalls, states: list[SAM2State], index: int, featu
         obj_ptrs=backend.concat([state.bank.obj_ptrs for state in states]),
         **{name: calls.host(np.stack([one[name] for one in slots])) for name in slots[0]},
     )["feat_conditioned"]
+
+
+def _frame_step_inputs(calls: StageCalls, states: list[SAM2State], index: int, image: Handle) -> dict[str, Handle]:
+    """What a captured frame step reads that no stage of it makes: the image, the K objects' banks
+    with their slot masks and ids, the tracking prompts and the two flags (contract names)."""
+    slots = [state.bank.attention_inputs(index) for state in states]
+    return {
+        "image": image, "binarize": calls.flag(False), "multimask": calls.flag(_multimask(calls)),
+        "memory": calls.backend.concat([state.bank.memory for state in states]),
+        "obj_ptrs": calls.backend.concat([state.bank.obj_ptrs for state in states]),
+        **{name: calls.host(np.stack([one[name] for one in slots])) for name in slots[0]},
+        **_tracking_prompt(calls, states),
+    }
 
 
 def _multimask(calls: StageCalls) -> bool:
