@@ -283,6 +283,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             settings["init"] = args.init
         if args.reinit:
             settings["reinit"] = args.reinit
+        if args.memory_locality is not None:
+            settings["memory_locality"] = args.memory_locality
         if settings:
             raise ConfigError(f"train --resume continues with the run's saved settings; drop {sorted(settings)}")
         trainer = Trainer.resume(args.out, device=args.device)
@@ -294,6 +296,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(trainer.start_from(args.init, tuple(args.reinit)), file=sys.stderr)
         elif args.reinit:
             raise ConfigError("train --reinit restarts parts of an --init checkpoint; give --init")
+        if args.memory_locality is not None:
+            trainer.start_local(args.memory_locality)
     state = trainer.run(steps=args.stop_at)
     print(f"trained {state.step} of {trainer.config.steps} steps; checkpoint {args.out / 'model.safetensors'}",
           file=sys.stderr)
@@ -631,6 +635,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--start-shares", type=float, nargs=3, default=None, metavar=("TEXT", "BOX", "POINT"),
                        help="how clips start (default 0.3 0.5 0.2); MoGA sits in MQC mode's memory attention, "
                             "so it learns from text starts only (1 0 0)")
+    train.add_argument("--memory-locality", type=float, default=None, metavar="M",
+                       help="at step 0, add a shared vector of norm M to memory attention's cross-attention q/k biases: "
+                            "each query reads memory near its own position (training/memory_locality.py)")
     train.add_argument("--memory-curriculum", type=int, nargs=2, default=None, metavar=("HOLD", "FADE"),
                        help="tracked frames' image content held at 0 for HOLD steps, then faded in over FADE "
                             "steps, so the memory must carry the target (default: off)")

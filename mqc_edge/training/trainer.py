@@ -68,6 +68,8 @@ class TrainConfig:
     reinitialized: tuple[str, ...] = ()  # parameter-name prefixes that kept their fresh init over `init_from`
     trainable: tuple[str, ...] = ()  # parameter-name prefixes that train (empty: all); the rest stays frozen
     focal_weight: float = FOCAL_WEIGHT  # SAM 2's 20; 1 for a decoder that is still learning (docs/model_card.md)
+    memory_locality: float = 0.0  # |c| added to memory attention's cross-attention q/k biases at step 0
+    # (training/memory_locality.py); 0: none
     memory_curriculum: tuple[int, int] = (0, 0)  # (hold, fade) steps: tracked frames' image content held at 0,
     # then faded in to 1 (`tracked_content`); (0, 0): content always whole (docs/model_card.md, "Memory curriculum")
 
@@ -151,6 +153,16 @@ class Trainer:
                                           reinitialized=tuple(reinitialize))
         self.optimizer = _adamw(self.model, self.config)
         return f"{report}; kept fresh: {', '.join(reinitialize)}" if reinitialize else str(report)
+
+    def start_local(self, magnitude: float) -> None:
+        """Memory attention's locality start (training/memory_locality.py) on the weights step 0
+        begins from (after `start_from`); recorded in the config. ConfigError once the run has started."""
+        from mqc_edge.training.memory_locality import add_memory_locality
+
+        if self.state.step:
+            raise ConfigError(f"--memory-locality: the run in {self.run_dir} has started; it cannot change its start")
+        add_memory_locality(self.model.sam, magnitude)
+        self.config = dataclasses.replace(self.config, memory_locality=magnitude)
 
     @classmethod
     def resume(cls, run_dir: Path, device: str = "cpu") -> Trainer:
