@@ -283,8 +283,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             settings["init"] = args.init
         if args.reinit:
             settings["reinit"] = args.reinit
-        if args.memory_locality is not None:
-            settings["memory_locality"] = args.memory_locality
+        for start in ("memory_locality", "memory_mask_gain"):
+            if getattr(args, start) is not None:
+                settings[start] = getattr(args, start)
         if settings:
             raise ConfigError(f"train --resume continues with the run's saved settings; drop {sorted(settings)}")
         trainer = Trainer.resume(args.out, device=args.device)
@@ -296,8 +297,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(trainer.start_from(args.init, tuple(args.reinit)), file=sys.stderr)
         elif args.reinit:
             raise ConfigError("train --reinit restarts parts of an --init checkpoint; give --init")
-        if args.memory_locality is not None:
-            trainer.start_local(args.memory_locality)
+        if args.memory_locality is not None or args.memory_mask_gain is not None:
+            trainer.start_memory(args.memory_locality, args.memory_mask_gain)
     state = trainer.run(steps=args.stop_at)
     print(f"trained {state.step} of {trainer.config.steps} steps; checkpoint {args.out / 'model.safetensors'}",
           file=sys.stderr)
@@ -637,7 +638,10 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                             "so it learns from text starts only (1 0 0)")
     train.add_argument("--memory-locality", type=float, default=None, metavar="M",
                        help="at step 0, add a shared vector of norm M to memory attention's cross-attention q/k biases: "
-                            "each query reads memory near its own position (training/memory_locality.py)")
+                            "each query reads memory near its own position (training/memory_start.py)")
+    train.add_argument("--memory-mask-gain", type=float, default=None, metavar="G",
+                       help="at step 0, multiply the memory encoder's response to the mask by G (its output for an "
+                            "empty mask unchanged), so a memory says where the target was")
     train.add_argument("--memory-curriculum", type=int, nargs=2, default=None, metavar=("HOLD", "FADE"),
                        help="tracked frames' image content held at 0 for HOLD steps, then faded in over FADE "
                             "steps, so the memory must carry the target (default: off)")

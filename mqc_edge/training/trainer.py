@@ -69,7 +69,8 @@ class TrainConfig:
     trainable: tuple[str, ...] = ()  # parameter-name prefixes that train (empty: all); the rest stays frozen
     focal_weight: float = FOCAL_WEIGHT  # SAM 2's 20; 1 for a decoder that is still learning (docs/model_card.md)
     memory_locality: float = 0.0  # |c| added to memory attention's cross-attention q/k biases at step 0
-    # (training/memory_locality.py); 0: none
+    # (training/memory_start.py); 0: none
+    memory_mask_gain: float = 1.0  # the memory encoder's response to the mask multiplied at step 0; 1: none
     memory_curriculum: tuple[int, int] = (0, 0)  # (hold, fade) steps: tracked frames' image content held at 0,
     # then faded in to 1 (`tracked_content`); (0, 0): content always whole (docs/model_card.md, "Memory curriculum")
 
@@ -154,15 +155,21 @@ class Trainer:
         self.optimizer = _adamw(self.model, self.config)
         return f"{report}; kept fresh: {', '.join(reinitialize)}" if reinitialize else str(report)
 
-    def start_local(self, magnitude: float) -> None:
-        """Memory attention's locality start (training/memory_locality.py) on the weights step 0
-        begins from (after `start_from`); recorded in the config. ConfigError once the run has started."""
-        from mqc_edge.training.memory_locality import add_memory_locality
+    def start_memory(self, locality: float | None = None, mask_gain: float | None = None) -> None:
+        """The memory starts (training/memory_start.py) on the weights step 0 begins from (after
+        `start_from`): the mask gain, then the locality; recorded in the config. ConfigError once
+        the run has started."""
+        from mqc_edge.training.memory_start import add_memory_locality, amplify_memory_mask
 
         if self.state.step:
-            raise ConfigError(f"--memory-locality: the run in {self.run_dir} has started; it cannot change its start")
-        add_memory_locality(self.model.sam, magnitude)
-        self.config = dataclasses.replace(self.config, memory_locality=magnitude)
+            raise ConfigError(f"--memory-locality / --memory-mask-gain: the run in {self.run_dir} has started; "
+                              "it cannot change its start")
+        if mask_gain is not None:
+            amplify_memory_mask(self.model.sam, mask_gain)
+            self.config = dataclasses.replace(self.config, memory_mask_gain=mask_gain)
+        if locality is not None:
+            add_memory_locality(self.model.sam, locality)
+            self.config = dataclasses.replace(self.config, memory_locality=locality)
 
     @classmethod
     def resume(cls, run_dir: Path, device: str = "cpu") -> Trainer:

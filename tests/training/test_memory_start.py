@@ -1,5 +1,6 @@
-"""The memory-attention locality start: what it changes, that it is reproducible, and that it
-makes a query read the memory at its own position."""
+"""The memory starts: the mask gain keeps an empty mask's memory and multiplies the mask's effect;
+the locality start changes only the q/k biases, reproducibly, and makes a query read the memory at
+its own position."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from mqc_edge.contract import OBJECTS, stage_specs
 from mqc_edge.errors import ConfigError
 from mqc_edge.model.default_config import DEFAULT_MODEL_CONFIG
 from mqc_edge.model.mqc_sam import MQCSAM
-from mqc_edge.training.memory_locality import add_memory_locality
+from mqc_edge.training.memory_start import add_memory_locality, amplify_memory_mask
 from mqc_edge.training.unroll import ClipUnroller
 
 TINY = dataclasses.replace(DEFAULT_MODEL_CONFIG, image_size=128, max_text_tokens=16)
@@ -76,3 +77,22 @@ def test_with_the_locality_start_a_query_reads_the_memory_at_its_own_position() 
         return float(profile[h // 2, w // 2] / others.mean())
 
     assert peak_ratio(local) > 5.0 and peak_ratio(local) > 3.0 * peak_ratio(plain)
+
+
+def test_the_mask_gain_multiplies_the_mask_s_effect_and_keeps_an_empty_mask_s_output() -> None:
+    model = _model()
+    downsampler = model.sam.memory_encoder.mask_downsampler
+    size = TINY.image_size
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., size // 4: size // 2, size // 4: size // 2] = 1.0
+    with torch.no_grad():
+        empty_before, mask_before = downsampler(torch.zeros_like(mask)), downsampler(mask)
+        amplify_memory_mask(model.sam, 20.0)
+        empty_after, mask_after = downsampler(torch.zeros_like(mask)), downsampler(mask)
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))  # zero padding makes the border differ
+    torch.testing.assert_close(empty_after[inner], empty_before[inner], rtol=0, atol=1e-4)
+    torch.testing.assert_close((mask_after - empty_after)[inner], 20.0 * (mask_before - empty_before)[inner],
+                               rtol=1e-4, atol=1e-4)
+    assert float((mask_before - empty_before).abs().max()) > 0  # the mask does reach the output
+    with pytest.raises(ConfigError, match="memory-mask-gain: expected a gain > 1"):
+        amplify_memory_mask(model.sam, 1.0)
