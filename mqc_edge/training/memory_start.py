@@ -10,8 +10,9 @@ projected image features. The downsampler's last 1x1 convolution is rescaled so 
 for an empty mask stays what it was and its response to the mask is G times larger: W' = G W,
 b' = b - (G - 1) W h0, h0 its input for an empty mask (inside the frame).
 
-Locality (`add_memory_locality`). SAM 2's memory attention reads memory through RoPE attention: query and key are rotated by their
-(x, y) positions, so a component shared by every query and every key contributes
+Locality (`add_memory_locality`). SAM 2's memory attention reads memory through RoPE attention:
+query and key are rotated by their (x, y) positions, so a component shared by every query and
+every key contributes
 sum_i |c_i|^2 cos(theta_i * delta) to a query-key logit, largest at delta = 0 (the same place)
 and falling with distance. Adding the same vector c to the query and key projection biases of
 every layer's `cross_attn_image` gives that term weight |c|^2 from the first step: each query

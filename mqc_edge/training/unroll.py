@@ -102,7 +102,7 @@ class ClipUnroller:
         self.stages = {**build_stages(model.sam), **build_mqc_stages(model)}
         self.geometry = dataclasses.replace(geometry_of(model.sam), mqc=mqc_geometry_of(model))
         self.writer = SlotWriter(self.geometry)
-        self.tracked_content = 1.0  # share of the current frame's image content on tracked frames (MemoryCurriculum)
+        self.tracked_content = 1.0  # share of tracked frames' image content (TrainConfig.memory_curriculum)
 
     def __call__(self, images: Tensor, start: Start) -> list[FrameOutput]:
         """images `[T, 3, S, S]` normalised -> one `FrameOutput` per frame."""
