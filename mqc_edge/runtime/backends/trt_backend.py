@@ -10,9 +10,9 @@ shape only when it changes; a stage is `execute_async_v3` on the stream.
 CUDA graphs (`TrtExecutor.capture`): a fixed sequence of stages on static buffers (a per-frame
 step with memory in fixed slots) is run once, then captured and replayed with one
 `cudaGraphLaunch`; `TrtBackend.frame_step` is the Tracker's SAM 2 mode tracking frame so captured
-(`TrtFrameStep`, `TrackerConfig.frame_step`). What a capture may hold: `execute_async_v3` of stages whose input shapes and
-addresses are fixed, and device copies on the stream (`write_slot`, `copy_from_host` into a static
-input). What it may not: allocation (`from_host`, `zeros`, `concat`, a stage's fresh outputs:
+(`TrtFrameStep`, `TrackerConfig.frame_step`). What a capture may hold: `execute_async_v3` of
+stages whose input shapes and addresses are fixed, and device copies on the stream (`write_slot`,
+`copy_from_host` into a static input). What it may not: allocation (`from_host`, `zeros`, `concat`, a stage's fresh outputs:
 all made before capture) and anything that waits for the device (`to_host`).
 """
 
