@@ -200,8 +200,7 @@ def _runners(config: BenchConfig, clip: BenchClip, boxes: list[Box], sources: di
             name = contestant_name(backend, mode, label)
             configs = {name: TrackerConfig(mode=mode)}
             if config.frame_step and backend == "torch" and mode == "sam2":
-                configs[contestant_name(backend, mode, f"{label} {FRAME_STEP_LABEL}".strip())] = TrackerConfig(
-                    mode=mode, frame_step=True)
+                configs[_frame_step_name(label)] = TrackerConfig(mode=mode, frame_step=True)
             for name, tracker_config in configs.items():
                 runners[name] = lambda s=source, c=tracker_config, n=name: run_tracker(
                     n, MultiTracker(s.backend, c, s.tokenizer, s.text_cache), clip.frames, prompts, _sync_counter(s))
@@ -240,6 +239,11 @@ def measure(config: BenchConfig, clip: BenchClip, scratch: Path,
             for count in config.objects}
 
 
+def _frame_step_name(label: str) -> str:
+    """The torch contestant with `TrackerConfig.frame_step` on the export labelled `label` (SAM 2 mode)."""
+    return contestant_name("torch", "sam2", f"{label} {FRAME_STEP_LABEL}".strip())
+
+
 def _capture_frame_steps(config: BenchConfig, sources: dict[tuple[str, str], ModelSource]) -> dict[str, str]:
     """Capture the torch backend's frame step for every object count before any pass (so no pass
     pays for a capture); {contestant: "not built: reason"} when a capture fails, else {}."""
@@ -250,8 +254,7 @@ def _capture_frame_steps(config: BenchConfig, sources: dict[tuple[str, str], Mod
             for count in config.objects:
                 source.backend.frame_step(count)
         except Exception as error:  # a CUDA graph capture fails in many ways (an op that syncs, a driver)
-            name = contestant_name(backend, "sam2", f"{label} {FRAME_STEP_LABEL}".strip())
-            return {name: f"not built: {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+            return {_frame_step_name(label): f"not built: {type(error).__name__}: {str(error).splitlines()[0][:200]}"}
     return {}
 
 

@@ -26,9 +26,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mqc_edge.contract import OBJECTS, PROMPT_TOKENS, TRACKING_PROMPT_TOKENS, stage_specs
-from mqc_edge.errors import StageContractError
-from mqc_edge.runtime.backends.stage_backend import FRAME_STEP_STAGES
+from mqc_edge.contract import stage_specs
+from mqc_edge.runtime.backends.stage_backend import FRAME_STEP_STAGES, check_frame_step_input, frame_step_inputs
 
 if TYPE_CHECKING:
     from mqc_edge.model.torch_backend import TorchExecutor
@@ -42,18 +41,11 @@ class FrameStepGraph:
 
     def __init__(self, executor: TorchExecutor, objects: int = 1, capture: bool = True) -> None:
         self.executor = executor
-        self.objects = objects
         specs = stage_specs(executor.geometry)
         self.specs = [specs[name] for name in FRAME_STEP_STAGES]
-        sizes = {OBJECTS: objects, PROMPT_TOKENS: TRACKING_PROMPT_TOKENS}
-        self.inputs: dict[str, torch.Tensor] = {}
+        self.input_specs = frame_step_inputs(executor.geometry, objects)
+        self.inputs: dict[str, torch.Tensor] = {name: executor.zeros(spec) for name, spec in self.input_specs.items()}
         """Static inputs, keyed by contract name: write into them (copy_, write_slot) between replays."""
-        produced: set[str] = set()
-        for spec in self.specs:
-            for tensor in spec.inputs:
-                if tensor.name not in produced:
-                    self.inputs.setdefault(tensor.name, executor.zeros(tensor.resolved(sizes)))
-            produced.update(t.name for t in spec.outputs)
         self.graph = torch.cuda.CUDAGraph() if capture else None
         self.outputs = self._capture() if capture else self._run()
         """Static outputs of the last replay, keyed by contract name."""
@@ -81,11 +73,8 @@ class FrameStepGraph:
         StageContractError naming it) into the static inputs, replay the graph (asynchronously:
         nothing waits for it) and return `outputs`."""
         for name, value in (inputs or {}).items():
-            static = self.inputs[name]
-            if value.shape != static.shape or value.dtype != static.dtype:
-                raise StageContractError(f"frame step input {name!r}: expected {tuple(static.shape)} {static.dtype}, "
-                                         f"got {tuple(value.shape)} {value.dtype}")
-            static.copy_(value)
+            check_frame_step_input(self.input_specs[name], *self.executor.describe(value))
+            self.inputs[name].copy_(value)
         if self.graph is not None:
             self.graph.replay()
         else:

@@ -20,7 +20,8 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from mqc_edge.contract import ModelGeometry, StageSpec, TensorSpec, stage_specs
+from mqc_edge.contract import (OBJECTS, PROMPT_TOKENS, TRACKING_PROMPT_TOKENS, ModelGeometry, StageSpec, TensorSpec,
+                               stage_specs)
 from mqc_edge.errors import ConfigError, StageContractError
 from mqc_edge.runtime.postprocess import upsample_logits
 from mqc_edge.runtime.preprocess import preprocess_frame
@@ -93,6 +94,28 @@ class StageBackend(TensorMover, Protocol):
 
 FRAME_STEP_STAGES = ("image_encoder", "memory_attention", "mask_decoder", "memory_encoder")
 """A SAM 2 mode tracking frame's stages, in call order: what a `CapturedFrameStep` runs."""
+
+
+def frame_step_inputs(geometry: ModelGeometry, objects: int) -> dict[str, TensorSpec]:
+    """The tensors a frame step reads that none of its stages produces (image, banks, slot masks
+    and ids, tracking prompts, flags), by contract name, resolved for `objects` objects and the
+    tracking frame's prompt tokens: the static inputs of a `CapturedFrameStep`."""
+    sizes = {OBJECTS: objects, PROMPT_TOKENS: TRACKING_PROMPT_TOKENS}
+    specs, inputs, produced = stage_specs(geometry), {}, set()
+    for name in FRAME_STEP_STAGES:
+        for tensor in specs[name].inputs:
+            if tensor.name not in produced:
+                inputs.setdefault(tensor.name, tensor.resolved(sizes))
+        produced.update(t.name for t in specs[name].outputs)
+    return inputs
+
+
+def check_frame_step_input(spec: TensorSpec, shape: tuple[int, ...], dtype: str) -> None:
+    """StageContractError, naming the input, unless a tensor copied into a frame step's static
+    input has its exact shape and dtype (a copy would broadcast a batch of one silently)."""
+    if tuple(shape) != spec.shape or np.dtype(dtype) != np.dtype(spec.dtype):
+        raise StageContractError(f"frame step input {spec.name!r}: expected {spec.shape} {spec.dtype}, "
+                                 f"got {tuple(shape)} {dtype}")
 
 
 class CapturedFrameStep(Protocol):

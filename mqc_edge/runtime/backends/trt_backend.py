@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from mqc_edge.contract import OBJECTS, PROMPT_TOKENS, TRACKING_PROMPT_TOKENS, StageSpec, TensorSpec, stage_specs
+from mqc_edge.contract import StageSpec, TensorSpec, stage_specs
 from mqc_edge.errors import ConfigError, StageContractError
 from mqc_edge.runtime.backends.cuda_buffers import CudaError, DeviceMemory, DeviceTensor, check, device_info
-from mqc_edge.runtime.backends.stage_backend import FRAME_STEP_STAGES, CheckedBackend, slot_index
+from mqc_edge.runtime.backends.stage_backend import (FRAME_STEP_STAGES, CheckedBackend, check_frame_step_input,
+                                                     frame_step_inputs, slot_index)
 from mqc_edge.runtime.backends.trt_engine import (
     ENGINE_DIR, ENGINE_MANIFEST, PRECISION_FLAGS, EngineOptions, build_engines, check_engines,
 )
@@ -244,25 +245,15 @@ class TrtFrameStep:
 
     def __init__(self, executor: TrtExecutor, objects: int) -> None:
         self.executor = executor
-        sizes = {OBJECTS: objects, PROMPT_TOKENS: TRACKING_PROMPT_TOKENS}
-        self.inputs: dict[str, DeviceTensor] = {}
-        produced: set[str] = set()
-        for name in FRAME_STEP_STAGES:
-            spec = executor.specs[name]
-            for tensor in spec.inputs:
-                if tensor.name not in produced:
-                    self.inputs.setdefault(tensor.name, executor.zeros(tensor.resolved(sizes)))
-            produced.update(t.name for t in spec.outputs)
+        self.input_specs = frame_step_inputs(executor.geometry, objects)
+        self.inputs = {name: executor.zeros(spec) for name, spec in self.input_specs.items()}
         self.step = CapturedStep(executor, FRAME_STEP_STAGES, self.inputs)
 
     def replay(self, inputs: dict[str, DeviceTensor]) -> dict[str, DeviceTensor]:
         """StageContractError, naming the input, when one differs from its static buffer."""
         for name, value in inputs.items():
-            static = self.inputs[name]
-            if value.shape != static.shape or value.dtype != static.dtype:
-                raise StageContractError(f"frame step input {name!r}: expected {static.dtype}{list(static.shape)}, "
-                                         f"got {value.dtype}{list(value.shape)}")
-            self.executor.memory.copy(static.ptr, value.ptr, value.nbytes)
+            check_frame_step_input(self.input_specs[name], *self.executor.describe(value))
+            self.executor.memory.copy(self.inputs[name].ptr, value.ptr, value.nbytes)
         self.step.launch()
         return {name: tensor for outputs in self.step.outputs.values() for name, tensor in outputs.items()}
 

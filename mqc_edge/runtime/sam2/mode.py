@@ -41,6 +41,7 @@ class SAM2Mode:
     def __init__(self, calls: StageCalls) -> None:
         self.calls = calls
         self.captured: CapturedFrameStep | None = None  # the backend's frame step, with TrackerConfig.frame_step
+        self.decoder_outputs = tuple(t.name for t in stage_specs(calls.geometry)["mask_decoder"].outputs)
 
     def start(self, frame0: EncodedFrame, decoded: list[dict[str, Handle]],
               timings: list[Timings]) -> tuple[list[SAM2State], list[list[FrameResult]]]:
@@ -87,7 +88,7 @@ class SAM2Mode:
         timings["frame_step"] = 1e3 * (time.perf_counter() - begin)
         features = {name: outputs[name] for name in ("fpn0", "fpn1", "feat")}
         frame = EncodedFrame(rgb, features, {"preprocess": preprocess_ms / len(states)})
-        decoded = {t.name: outputs[t.name] for t in stage_specs(calls.geometry)["mask_decoder"].outputs}
+        decoded = {name: outputs[name] for name in self.decoder_outputs}
         return self._conclude(states, frame, decoded, outputs["memory"], timings)
 
     def _conclude(self, states: list[SAM2State], frame: EncodedFrame, decoded_batch: dict[str, Handle],
