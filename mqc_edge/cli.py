@@ -518,10 +518,11 @@ def _add_export_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _add_build_parser(commands: argparse._SubParsersAction) -> None:
-    build = commands.add_parser("build", help="an export in FP32, FP16, INT8 or mixed precision, accepted only by "
-                                "its accuracy gate against the FP32 export (build_report.md)")
+    build = commands.add_parser("build", help="an export in FP32, FP16, BF16, INT8 or mixed precision, accepted only "
+                                "by its accuracy gate against the FP32 export (build_report.md); BF16 is for "
+                                "TensorRT/CUDA, gated on its CPU emulation")
     build.add_argument("model_dir", type=Path, help="an FP32 `mqc-edge export` directory, or `default`")
-    build.add_argument("--precision", required=True, choices=("fp32", "fp16", "int8", "mixed"))
+    build.add_argument("--precision", required=True, choices=("fp32", "fp16", "bf16", "int8", "mixed"))
     build.add_argument("--out", type=Path, required=True, help="the new export directory")
     build.add_argument("--calib", type=Path, default=None,
                        help="INT8 calibration frames: a frame folder or an `mqc-edge data synth` dataset "

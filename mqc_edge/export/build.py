@@ -5,7 +5,9 @@ signatures), every stage's precision recorded, and `build_report.json` / `.md`: 
 converted, how it was calibrated, and the accuracy gate against the FP32 export on held-out
 clips (export/precision_gate.py). A build outside its gate writes only the reports and raises
 `PrecisionGateError`, unless forced. `mixed` quantizes each stage alone first (per-stage
-sensitivity) and keeps INT8 only where that stage alone stays within the INT8 gate.
+sensitivity) and keeps INT8 only where that stage alone stays within the INT8 gate. A BF16
+build's gate runs its emulation (export/bf16_emulation.py): onnxruntime's CPU provider has no
+BF16 kernels, so the BF16 graphs it writes are for TensorRT and CUDA.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from mqc_edge.atomic import write_text_atomically
 from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet, load_clips
 from mqc_edge.calibration.reader import record_stage_feeds
 from mqc_edge.errors import ConfigError
-from mqc_edge.export.precision import (PRECISIONS, Fp16Plan, Int8Plan, quantizable, write_fp16, write_int8,
+from mqc_edge.export.bf16_emulation import write_bf16_emulation
+from mqc_edge.export.precision import (PRECISIONS, Fp16Plan, Int8Plan, quantizable, write_bf16, write_fp16, write_int8,
                                        write_int8_dynamic)
 from mqc_edge.export.precision_gate import (
     GATES, GateThresholds, PrecisionGateError, Runs, format_gate, gate_report, stage_ms, tokenizer_of, track_all,
@@ -34,6 +37,8 @@ from mqc_edge.runtime.manifest import Manifest, load_manifest, sha256_of, write_
 from mqc_edge.runtime.backends.ort_backend import OrtBackend
 
 REPORT_NAME = "build_report"
+EMULATED_GATE = ("the BF16 emulation (FP32 arithmetic, every tensor the BF16 graph holds in BF16 rounded to it; "
+                 "export/bf16_emulation.py): onnxruntime's CPU provider has no BF16 kernels; its ms are not BF16 speed")
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,7 @@ class _Plan:
     graphs: dict[str, tuple[Path, str]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    gate_graphs: dict[str, tuple[Path, str]] | None = None  # what the gate runs instead of `graphs` (BF16: emulation)
 
 
 def build_precision(config: BuildConfig) -> dict[str, Any]:
@@ -83,7 +89,8 @@ def build_precision(config: BuildConfig) -> dict[str, Any]:
             sensitivity = _sensitivity(config, source, plan, reference, clips, gate, Path(scratch))
             plan.graphs = {s: g for s, g in plan.graphs.items() if sensitivity[s]["passed"]}
         staging = _assemble(Path(scratch) / "build", source, plan.graphs, {})
-        candidate = track_all(staging, clips, config.threads)
+        gated = staging if plan.gate_graphs is None else _assemble(Path(scratch) / "gated", source, plan.gate_graphs, {})
+        candidate = track_all(gated, clips, config.threads)
         report = {
             "precision": config.precision, "model_dir": str(config.model_dir), "out": str(config.out),
             "stages": {name: plan.graphs.get(name, (None, "fp32"))[1] for name in source.content["stages"]},
@@ -91,6 +98,7 @@ def build_precision(config: BuildConfig) -> dict[str, Any]:
             "gate_clips": {**asdict(config.gate_clips), "source": _str(config.gate_clips.source)},
             "gate": gate_report(reference, candidate, clips, gate), "sensitivity": sensitivity,
             "stage_ms": {"fp32": stage_ms(reference), "build": stage_ms(candidate)},
+            "gate_runs": "build" if plan.gate_graphs is None else EMULATED_GATE,
             "threads": config.threads, "build_seconds": time.perf_counter() - started,
         }
         passed = report["gate"]["passed"]
@@ -135,6 +143,8 @@ def _convert(config: BuildConfig, source: Manifest, stages: list[str], scratch: 
             write_fp16(source.stage_file(name), folder / f"{name}.onnx", config.fp16)
             plan.graphs[name] = (folder / f"{name}.onnx", "fp16")
         return plan
+    if config.precision == "bf16":
+        return _convert_bf16(config, source, stages, scratch, plan)
     if config.int8.scheme == "dynamic":
         return _convert_dynamic(config, source, stages, folder, plan)
     backend = OrtBackend(source.root, threads=config.threads)
@@ -151,6 +161,20 @@ def _convert(config: BuildConfig, source: Manifest, stages: list[str], scratch: 
             continue
         write_int8(source.stage_file(name), folder / f"{name}.onnx", feeds[name], config.int8)
         plan.graphs[name] = (folder / f"{name}.onnx", config.int8.stage_precision)
+    return plan
+
+
+def _convert_bf16(config: BuildConfig, source: Manifest, stages: list[str], scratch: Path, plan: _Plan) -> _Plan:
+    """BF16 graphs for the export, and their FP32 emulations for the gate (recorded fp32 in the
+    gate's scratch export, the only precision label onnxruntime accepts for an FP32 graph)."""
+    emulations = scratch / "emulations"
+    emulations.mkdir()
+    plan.gate_graphs = {}
+    for name in stages:
+        write_bf16(source.stage_file(name), scratch / "graphs" / f"{name}.onnx", config.fp16)
+        write_bf16_emulation(scratch / "graphs" / f"{name}.onnx", emulations / f"{name}.onnx")
+        plan.graphs[name] = (scratch / "graphs" / f"{name}.onnx", "bf16")
+        plan.gate_graphs[name] = (emulations / f"{name}.onnx", "fp32")
     return plan
 
 
@@ -204,9 +228,12 @@ def _assemble(target: Path, source: Manifest, graphs: dict[str, tuple[Path, str]
 
 def _plan_record(config: BuildConfig) -> dict[str, Any]:
     plan: dict[str, Any] = {"converter_versions": {"onnxruntime": onnxruntime.__version__}}
-    if config.precision == "fp16":
+    if config.precision in ("fp16", "bf16"):
         plan["fp16"] = {"tool": "onnxruntime.transformers.float16.convert_float_to_float16", "keep_io_types": True,
                         **asdict(config.fp16)}
+    if config.precision == "bf16":
+        plan["bf16"] = {"from": "the fp16 plan's graph, 16-bit type swapped, weights rounded from FP32",
+                        "gate_runs": EMULATED_GATE}
     if config.precision in ("int8", "mixed") and config.int8.scheme == "static":
         plan["int8"] = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                         "activations": "uint8 per tensor", "weights": "int8", **asdict(config.int8)}
@@ -241,7 +268,9 @@ def format_report(report: dict[str, Any]) -> str:
     gate = report["gate"]
     lines = [f"# {report['precision']} build of {report['model_dir']}", "",
              f"Gate: {'passed' if gate['passed'] else 'FAILED'} (thresholds {gate['thresholds']}); "
-             f"built in {report['build_seconds']:.0f} s, {report['threads']} threads.", "", *format_gate(gate), "",
+             f"built in {report['build_seconds']:.0f} s, {report['threads']} threads.", "",
+             *([f"The gate ran {report['gate_runs']}.", ""] if report.get("gate_runs", "build") != "build" else []),
+             *format_gate(gate), "",
              "| stage | precision | ms FP32 | ms build |", "|---|---|---:|---:|"]
     fp32_ms, build_ms = report["stage_ms"]["fp32"], report["stage_ms"]["build"]
     for stage in sorted(set(fp32_ms) | set(report["stages"])):

@@ -1,4 +1,4 @@
-"""One stage graph to reduced precision: FP16 with FP32 islands, or INT8 (explicit Q/DQ, or dynamic).
+"""One stage graph to reduced precision: FP16 or BF16 with FP32 islands, or INT8 (explicit Q/DQ, or dynamic).
 
 Both conversions are maintained tools, configured here, never re-written (DESIGN section 6):
 onnxruntime's transformers `convert_float_to_float16` writes FP16 into the graph and keeps the
@@ -8,7 +8,10 @@ graphs onnxruntime refuses when a graph output is also read inside the graph, as
 QuantizeLinear/DequantizeLinear pairs with scales from recorded FP32 feeds; its `quantize_dynamic`
 (the `dynamic` INT8 scheme) quantizes weights once and activations per call (DynamicQuantizeLinear
 + MatMulInteger), a CPU plan TensorRT cannot run. Stage inputs and outputs stay float32 every way,
-so the stage contract, and every backend, hold unchanged.
+so the stage contract, and every backend, hold unchanged. BF16 takes the FP16 converter's
+decisions (the same islands and Casts) with the 16-bit type swapped and every weight rounded from
+its FP32 original (no converter in reach writes BF16: onnxruntime's and onnxconverter-common's are
+FP16-only, NVIDIA ModelOpt's AutoCast needs onnxruntime-gpu and CuPy).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import ml_dtypes
+import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.transformers import float16
@@ -27,7 +32,7 @@ from mqc_edge.atomic import write_atomically
 from mqc_edge.calibration.reader import Feeds, StageFeedReader
 from mqc_edge.errors import ConfigError
 
-PRECISIONS = ("fp32", "fp16", "int8", "mixed")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "mixed")
 """What `mqc-edge build` makes; mixed = INT8 for the stages within the gate alone, FP32 elsewhere."""
 FP16_ISLANDS = (
     "LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "Pow", "Sqrt", "Exp",
@@ -101,6 +106,43 @@ def to_fp16(model: onnx.ModelProto, plan: Fp16Plan = Fp16Plan()) -> onnx.ModelPr
 
 def write_fp16(source: Path, target: Path, plan: Fp16Plan = Fp16Plan()) -> None:
     model = to_fp16(onnx.load(str(source)), plan)
+    onnx.checker.check_model(model)
+    write_atomically(target, lambda tmp: onnx.save(model, str(tmp)))
+
+
+def to_bf16(model: onnx.ModelProto, plan: Fp16Plan = Fp16Plan()) -> onnx.ModelProto:
+    """BF16 weights and activations where `to_fp16` puts FP16, the same islands FP32; every weight
+    rounded to BF16 (nearest even) from its FP32 original, so nothing is rounded twice or clamped to
+    FP16's range (only to BF16's, `BF16_MAX`). Graph inputs and outputs stay FP32."""
+    originals = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    converted = to_fp16(model, plan)
+    for init in converted.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT16:
+            init.CopyFrom(_bf16_tensor(originals[init.name], init.name))
+    for value in [*converted.graph.value_info, *converted.graph.input, *converted.graph.output]:
+        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+            value.type.tensor_type.elem_type = onnx.TensorProto.BFLOAT16
+    for node in converted.graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT16:
+                attribute.i = onnx.TensorProto.BFLOAT16
+            elif attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == onnx.TensorProto.FLOAT16:
+                value = onnx.numpy_helper.to_array(attribute.t).astype(np.float32)
+                attribute.t.CopyFrom(_bf16_tensor(value, attribute.t.name))
+    return converted
+
+
+BF16_MAX = float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
+"""3.39e38: FP32's extremes (attention masks' finfo.min) would round to infinity, so they are clamped here."""
+
+
+def _bf16_tensor(value: np.ndarray, name: str) -> onnx.TensorProto:
+    clamped = np.clip(np.asarray(value, dtype=np.float32), -BF16_MAX, BF16_MAX)
+    return onnx.numpy_helper.from_array(clamped.astype(ml_dtypes.bfloat16), name)
+
+
+def write_bf16(source: Path, target: Path, plan: Fp16Plan = Fp16Plan()) -> None:
+    model = to_bf16(onnx.load(str(source)), plan)
     onnx.checker.check_model(model)
     write_atomically(target, lambda tmp: onnx.save(model, str(tmp)))
 

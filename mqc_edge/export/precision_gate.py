@@ -4,7 +4,7 @@ of the same model, on held-out prompted clips, per tracking mode.
 Per frame: mask IoU of the candidate's mask with the FP32 mask, and the logit error; per clip:
 J&F of both against the ground truth (DAVIS definitions, data/metrics.py). The delta is in
 points, 100 x (J&F FP32 - J&F candidate). Issue 20's gates: FP16 mean IoU >= 0.995, min >= 0.98,
-|delta| <= 0.1 point; INT8 mean IoU >= 0.98, |delta| <= 1.0 point.
+|delta| <= 0.1 point (BF16 the same); INT8 mean IoU >= 0.98, |delta| <= 1.0 point.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class GateThresholds:
 GATES = {
     "fp32": GateThresholds(mask_iou_mean=0.999, mask_iou_min=0.99, jf_delta_points=0.01),  # a copy: parity
     "fp16": GateThresholds(mask_iou_mean=0.995, mask_iou_min=0.98, jf_delta_points=0.1),
+    "bf16": GateThresholds(mask_iou_mean=0.995, mask_iou_min=0.98, jf_delta_points=0.1),
     "int8": GateThresholds(mask_iou_mean=0.98, mask_iou_min=0.0, jf_delta_points=1.0),
     "mixed": GateThresholds(mask_iou_mean=0.98, mask_iou_min=0.0, jf_delta_points=1.0),
 }

@@ -167,3 +167,81 @@ def test_dynamic_int8_quantizes_attention_matmuls_only_when_asked(exported, tmp_
     assert counts[True][1] == counts[False][1] + counts[False][0]
     with pytest.raises(ConfigError, match="int8-activation-matmuls: a dynamic-scheme option"):
         Int8Plan(activation_matmuls=True)
+
+
+def _matmul_softmax_graph(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    """y = Softmax((x @ W + b) * (x @ W + b)): MatMul, Add and Mul go BF16, Softmax is an island."""
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"]), helper.make_node("Add", ["h", "b"], ["h2"]),
+             helper.make_node("Mul", ["h2", "h2"], ["h3"]), helper.make_node("Softmax", ["h3"], ["y"], axis=-1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, weight.shape[0]])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, weight.shape[1]])],
+                              [onnx.numpy_helper.from_array(weight, "W"), onnx.numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model
+
+
+def test_bf16_keeps_islands_fp32_and_rounds_weights_once_from_fp32(exported):
+    import ml_dtypes
+
+    from mqc_edge.export.precision import BF16_MAX, to_bf16
+
+    model = to_bf16(onnx.load(str(exported[0] / "mask_decoder.onnx")))
+    onnx.checker.check_model(model)
+    types = _types(model)
+    assert onnx.TensorProto.FLOAT16 not in types.values()
+    for node in (node for node in model.graph.node if node.op_type in FP16_ISLANDS):
+        assert all(types.get(name) != onnx.TensorProto.BFLOAT16 for name in [*node.input, *node.output]), node.name
+    assert all(types[v.name] == onnx.TensorProto.FLOAT for v in model.graph.output)
+    assert any(node.op_type == "MatMul" and types.get(node.output[0]) == onnx.TensorProto.BFLOAT16
+               for node in model.graph.node)
+    # beyond FP16's range, and FP32's extreme (an attention mask's finfo.min): rounded once, clamped to BF16's range
+    weight = np.array([[1e5, 3.0e-6], [-3.4028235e38, 0.1]], dtype=np.float32)
+    converted = to_bf16(_matmul_softmax_graph(weight, np.zeros(2, np.float32)))
+    stored = onnx.numpy_helper.to_array(next(i for i in converted.graph.initializer if i.name == "W"))
+    assert stored.dtype == ml_dtypes.bfloat16
+    expected = np.clip(weight, -BF16_MAX, BF16_MAX).astype(ml_dtypes.bfloat16)
+    assert np.array_equal(stored.astype(np.float32), expected.astype(np.float32))
+    assert np.isfinite(stored.astype(np.float32)).all() and float(stored[0, 0]) > 9.9e4
+
+
+def test_bf16_emulation_computes_what_the_bf16_graph_computes():
+    """onnx's reference evaluator runs the BF16 graph itself (ml_dtypes arithmetic, FP32
+    accumulation); onnxruntime runs the emulation: equal, and both away from FP32."""
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    from mqc_edge.export.bf16_emulation import emulate_bf16
+    from mqc_edge.export.precision import to_bf16
+
+    rng = np.random.default_rng(0)
+    fp32 = _matmul_softmax_graph(rng.standard_normal((256, 32)).astype(np.float32) / 16,
+                                 rng.standard_normal(32).astype(np.float32))
+    bf16 = to_bf16(fp32)
+    emulation = emulate_bf16(bf16)
+    assert not any(init.data_type == onnx.TensorProto.BFLOAT16 for init in emulation.graph.initializer)
+    x = {"x": rng.standard_normal((8, 256)).astype(np.float32)}
+    reference = ReferenceEvaluator(bf16).run(None, x)[0]
+    emulated = ort.InferenceSession(emulation.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    exact = ort.InferenceSession(fp32.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    assert np.abs(emulated - reference).max() <= 1e-6
+    assert np.abs(emulated - exact).max() > 1e-3, "the emulation did not round: onnxruntime folded its Casts"
+
+
+def test_bf16_build_gates_its_emulation_and_onnxruntime_refuses_it_by_name(exported, tmp_path):
+    out = tmp_path / "bf16"
+    stages = ("memory_encoder", "mask_decoder")
+    report = build_precision(BuildConfig(exported[0], out, "bf16", stages=stages, gate_clips=GATE_CLIPS,
+                                         gate=ANY_RESULT, threads=1))
+    assert "emulation" in report["gate_runs"] and "emulation" in (out / "build_report.md").read_text()
+    sam2 = report["gate"]["modes"]["sam2"]
+    assert 0 < sam2["max_logit_abs"] < 1, "the gate ran FP32 copies, or broken graphs"
+    manifest = load_manifest(out)
+    assert {name: manifest.stage_precision(name) for name in stages} == {name: "bf16" for name in stages}
+    graph = onnx.load(str(manifest.stage_file("mask_decoder")))
+    assert any(init.data_type == onnx.TensorProto.BFLOAT16 for init in graph.graph.initializer)
+    with pytest.raises(ConfigError, match=r"cannot run stages \{.*'mask_decoder': 'bf16'") as refused:
+        OrtBackend(out, threads=1)
+    assert "\n" not in str(refused.value)
