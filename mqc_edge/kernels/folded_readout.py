@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mqc_edge.kernels.masked_attention import masked_rope_attention
+from mqc_edge.kernels.masked_attention import masked_attention, masked_rope_attention
 
 
 def folds(attn: nn.Module) -> bool:
@@ -48,6 +47,6 @@ def folded_rope_attention(
     num_k_rope = k.shape[-2] - num_k_exclude_rope
     q, k_rope = rope(attn, q, k[:, :, :num_k_rope])
     k = torch.cat([k_rope, k[:, :, num_k_rope:]], dim=2)
-    read = F.scaled_dot_product_attention(q, k, v.unsqueeze(1), attn_mask=key_valid).squeeze(1)
+    read = masked_attention(q, k, v.unsqueeze(1), key_valid).squeeze(1)
     weight, bias = folded_value_projection(attn)
     return read @ weight + bias

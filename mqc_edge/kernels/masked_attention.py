@@ -28,5 +28,21 @@ def masked_rope_attention(
     num_k_rope = k.shape[-2] - num_k_exclude_rope
     q, k_rope = rope(attn, q, k[:, :, :num_k_rope])
     k = torch.cat([k_rope, k[:, :, num_k_rope:]], dim=2)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_valid)
+    out = masked_attention(q, k, v, key_valid)
     return attn.out_proj(attn._recombine_heads(out))
+
+
+def masked_attention(q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor) -> Tensor:
+    """Scaled dot-product attention of q `[B, h, Nq, d]` over k `[B, h, Nk, d]`, v `[B, h, Nk, dv]`
+    with the boolean key mask `key_valid` `[B, 1, 1, Nk]`; a query whose keys are all masked reads 0.
+
+    The mask enters as an additive bias on the keys (0, or the dtype's lowest value) and the
+    all-masked guard acts on the `[B, h, Nq, dv]` output. Given the boolean mask itself, torch's
+    ONNX exporter writes a NaN guard over the whole `[B, h, Nq, Nk]` score matrix (IsNaN + Where:
+    42 of 375 ms of tiny@480's memory attention on one thread, profiled) and keeps the lowest
+    value, not -inf, on masked scores, so an all-masked query read the mean of its values there
+    and 0 in eager torch. Exactly the same weights on every other query: score + 0 is the score.
+    """
+    bias = torch.zeros(key_valid.shape, dtype=q.dtype, device=q.device).masked_fill(~key_valid, torch.finfo(q.dtype).min)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    return torch.where(key_valid.any(dim=-1, keepdim=True), out, torch.zeros_like(out))
