@@ -306,8 +306,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 _TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "clip_frames", "objects", "checkpoint_minutes",
-                   "validate_every", "trainable", "focal_weight", "moga", "degraded_share", "start_shares",
-                   "memory_curriculum")
+                   "validate_every", "trainable", "focal_weight", "balanced_weight", "moga", "degraded_share",
+                   "start_shares", "memory_curriculum")
 _MODEL_SETTINGS = {"variant": "sam2_variant", "image_size": "image_size", "moga": "moga"}
 _SAMPLING_SETTINGS = {"clip_frames": "frames", "objects": "max_objects", "degraded_share": "degraded_share",
                       "start_shares": "start_shares"}
@@ -629,6 +629,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
                        help="train only parameters whose names start with PREFIX (e.g. sam.sam_mask_decoder fusion.); "
                             "the rest stays frozen")
     train.add_argument("--focal-weight", type=float, default=None, help="focal term's weight (default SAM 2's 20)")
+    train.add_argument("--balanced-weight", type=float, default=None,
+                       help="weight of a class-balanced BCE on the masks, which empty or frame-filling masks cannot "
+                            "satisfy (default 0: SAM 2's loss alone)")
     train.add_argument("--moga", action="store_true", default=None,
                        help="switch on the MoGA adapters (RobustPVOS); with --init they start at zero, i.e. as the "
                             "checkpoint was; train them alone with --trainable moga.")

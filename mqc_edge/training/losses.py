@@ -6,6 +6,12 @@
 With several hypotheses (multimask output) only the one with the lowest focal+dice loss is
 trained on the mask, while every hypothesis's IoU prediction is trained; mask and IoU terms
 count only on frames where the object is visible.
+
+An optional class-balanced BCE (not SAM 2's; weight 0 by default) averages the pixel BCE over the
+target and over the background separately: an empty mask and a frame-filling one both cost
+about ln 2 or more per class, so a network that cannot yet place the target is not paid for
+emptying its masks, and every target pixel gets a gradient 1 / (2 |target|), however small the
+target (docs/model_card.md, "Memory curriculum").
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ class FrameLoss:
     iou: torch.Tensor
     object_score: torch.Tensor
     focal_weight: float = FOCAL_WEIGHT
+    balanced: torch.Tensor | float = 0.0
+    balanced_weight: float = 0.0
 
     @property
     def total(self) -> torch.Tensor:
-        return self.focal_weight * self.focal + DICE_WEIGHT * self.dice + IOU_WEIGHT * self.iou + CLASS_WEIGHT * self.object_score
+        return (self.focal_weight * self.focal + DICE_WEIGHT * self.dice + IOU_WEIGHT * self.iou
+                + CLASS_WEIGHT * self.object_score + self.balanced_weight * self.balanced)
 
 
 def sigmoid_focal(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -50,6 +59,16 @@ def dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 1 - (2 * (prob * target).sum(1) + 1) / (prob.sum(1) + target.sum(1) + 1)
 
 
+def balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Class-balanced BCE per hypothesis, the mean over target pixels and the mean over background
+    pixels averaged: `[K, H, W]` -> `[K]` (a class with no pixels counts 0)."""
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(1)
+    target = target.flatten(1)
+    on_target = (ce * target).sum(1) / target.sum(1).clamp(min=1)
+    on_background = (ce * (1 - target)).sum(1) / (1 - target).sum(1).clamp(min=1)
+    return 0.5 * (on_target + on_background)
+
+
 def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """IoU of each thresholded hypothesis with the target: `[K, H, W]` -> `[K]` (no gradient)."""
     pred = (logits > 0).flatten(1)
@@ -59,16 +78,19 @@ def mask_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def frame_loss(hypotheses: torch.Tensor, predicted_iou: torch.Tensor, object_score: torch.Tensor,
-               target: torch.Tensor, focal_weight: float = FOCAL_WEIGHT) -> FrameLoss:
+               target: torch.Tensor, focal_weight: float = FOCAL_WEIGHT, balanced_weight: float = 0.0) -> FrameLoss:
     """hypotheses `[K, H, W]` logits at the target's resolution, predicted_iou `[K]`, object_score
     a scalar logit, target `[H, W]` float in {0, 1}; `focal_weight` replaces SAM 2's 20 (a fresh
-    decoder on 0.1-1.5 %-of-frame targets collapses to empty masks under it, docs/model_card.md)."""
+    decoder on 0.1-1.5 %-of-frame targets collapses to empty masks under it, docs/model_card.md);
+    `balanced_weight` adds `balanced_bce` to the mask terms (0: SAM 2's loss)."""
     visible = target.any()
     targets = target.expand_as(hypotheses)
     focal, dice_loss = sigmoid_focal(hypotheses, targets), dice(hypotheses, targets)
-    best = torch.argmin(focal_weight * focal + DICE_WEIGHT * dice_loss).detach()
+    balanced = balanced_bce(hypotheses, targets) if balanced_weight else torch.zeros_like(focal)
+    best = torch.argmin(focal_weight * focal + DICE_WEIGHT * dice_loss + balanced_weight * balanced).detach()
     true_iou = mask_iou(hypotheses.detach(), targets)
     iou_loss = F.l1_loss(predicted_iou, true_iou)
     present = visible.to(hypotheses.dtype)
     score_loss = F.binary_cross_entropy_with_logits(object_score.reshape(()), present)
-    return FrameLoss(present * focal[best], present * dice_loss[best], present * iou_loss, score_loss, focal_weight)
+    return FrameLoss(present * focal[best], present * dice_loss[best], present * iou_loss, score_loss, focal_weight,
+                     present * balanced[best], balanced_weight)

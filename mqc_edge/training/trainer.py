@@ -68,6 +68,7 @@ class TrainConfig:
     reinitialized: tuple[str, ...] = ()  # parameter-name prefixes that kept their fresh init over `init_from`
     trainable: tuple[str, ...] = ()  # parameter-name prefixes that train (empty: all); the rest stays frozen
     focal_weight: float = FOCAL_WEIGHT  # SAM 2's 20; 1 for a decoder that is still learning (docs/model_card.md)
+    balanced_weight: float = 0.0  # class-balanced BCE on the masks (losses.balanced_bce); 0: SAM 2's loss
     memory_locality: float = 0.0  # |c| added to memory attention's cross-attention q/k biases at step 0
     # (training/memory_start.py); 0: none
     memory_mask_gain: float = 1.0  # the memory encoder's response to the mask multiplied at step 0; 1: none
@@ -303,7 +304,7 @@ def object_loss(outputs: list[FrameOutput], masks: np.ndarray, config: TrainConf
     total = masks.new_zeros(())
     for out, target in zip(outputs, masks):
         total = total + frame_loss(upsampled(out.hypotheses, size), out.predicted_iou, out.object_score, target,
-                                   config.focal_weight).total
+                                   config.focal_weight, config.balanced_weight).total
         if out.robustness is not None:
             chosen = upsampled(out.mask_lowres[0].detach(), size)[0] > 0
             iou = _iou(chosen, target > 0)

@@ -270,9 +270,9 @@ def test_train_cli_records_the_memory_curriculum(tmp_path) -> None:
     torch.manual_seed(0)
     assert main(["train", "--out", str(out), "--steps", "2", "--image-size", "64", "--validate-every", "0",
                  "--clip-frames", "2", "--memory-curriculum", "1", "1", "--memory-locality", "4",
-                 "--memory-mask-gain", "3", "--stop-at", "1"]) == 0
+                 "--memory-mask-gain", "3", "--balanced-weight", "0.5", "--stop-at", "1"]) == 0
     resumed = Trainer.resume(out)
-    assert resumed.config.memory_curriculum == (1, 1)
+    assert resumed.config.memory_curriculum == (1, 1) and resumed.config.balanced_weight == 0.5
     assert resumed.config.memory_locality == 4.0 and resumed.config.memory_mask_gain == 3.0
     assert main(["train", "--out", str(out), "--resume", "--memory-locality", "4"]) == 2  # the start is fixed
     assert main(["train", "--out", str(out), "--resume"]) == 0
