@@ -11,7 +11,7 @@ An optional class-balanced BCE (not SAM 2's; weight 0 by default) averages the p
 target and over the background separately: an empty mask and a frame-filling one both cost
 about ln 2 or more per class, so a network that cannot yet place the target is not paid for
 emptying its masks, and every target pixel gets a gradient 1 / (2 |target|), however small the
-target (docs/model_card.md, "Memory curriculum").
+target (docs/model_card.md, "Memory path alone, decoder frozen").
 """
 
 from __future__ import annotations
