@@ -3,7 +3,9 @@
 `mqc-edge run/export/bench/eval` accept `default` as MODEL. The export of the shipped weights
 is made once into the cache folder and reused while it is current: its manifest verifies (every
 file re-hashed) and it was made from the very weights file installed now (SHA-256 recorded
-beside it), by this mqc-edge version. Anything else rebuilds it. Building needs the torch side
+beside it), by this mqc-edge version and the very code that writes the graphs (one SHA-256 over
+the sources of `model/`, `kernels/` and `export/`, so an exact rewrite that makes the graphs faster
+reaches a cached export without a version bump). Anything else rebuilds it. Building needs the torch side
 (`export` extra); an on-board install copies a built export instead.
 """
 
@@ -24,7 +26,9 @@ DEFAULT_MODEL = "default"
 DEFAULT_WEIGHTS = Path(__file__).parent / "model" / "weights" / "mqc_sam_default.safetensors"
 """Shipped weights (fp16 storage, docs/model_card.md)."""
 SOURCE_RECORD = "default_source.json"
-"""Beside the cached export: which weights file (SHA-256) and mqc-edge version made it."""
+"""Beside the cached export: which weights file (SHA-256), mqc-edge version and exporter code made it."""
+EXPORTER_PACKAGES = ("model", "kernels", "export")
+"""mqc_edge's subpackages whose code shapes the exported graphs."""
 
 
 def cache_root(environ: Mapping[str, str]) -> Path:
@@ -59,7 +63,18 @@ def _source_record(weights: Path) -> dict[str, str]:
     from mqc_edge import __version__
     from mqc_edge.runtime.manifest import sha256_of
 
-    return {"weights_sha256": sha256_of(weights), "mqc_edge": __version__}
+    return {"weights_sha256": sha256_of(weights), "mqc_edge": __version__, "exporter_sha256": exporter_fingerprint()}
+
+
+def exporter_fingerprint() -> str:
+    """SHA-256 over the relative paths and bytes of every `.py` file of `EXPORTER_PACKAGES`."""
+    import hashlib
+
+    root = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(p for package in EXPORTER_PACKAGES for p in (root / package).rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _is_current(target: Path, record: dict[str, str]) -> bool:

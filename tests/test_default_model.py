@@ -53,6 +53,33 @@ def test_a_tampered_cached_export_is_rebuilt(tmp_path, exports) -> None:
     assert len(exports) == 2
 
 
+def test_the_cached_export_is_rebuilt_when_the_exporter_code_changes(tmp_path, exports, monkeypatch) -> None:
+    import mqc_edge.default_model as default_model
+
+    weights = tmp_path / "weights.safetensors"
+    weights.write_bytes(b"weights")
+    target = default_export(tmp_path / "cache", weights, log=lambda _: None)
+    assert json.loads((target / SOURCE_RECORD).read_text())["exporter_sha256"] == default_model.exporter_fingerprint()
+    default_export(tmp_path / "cache", weights, log=lambda _: None)
+    assert len(exports) == 1
+    monkeypatch.setattr(default_model, "exporter_fingerprint", lambda: "0" * 64)  # e.g. a kernel rewritten
+    default_export(tmp_path / "cache", weights, log=lambda _: None)
+    assert len(exports) == 2
+
+
+def test_the_exporter_fingerprint_covers_the_kernels(tmp_path, monkeypatch) -> None:
+    import mqc_edge.default_model as default_model
+
+    package = tmp_path / "mqc_edge"
+    for name in default_model.EXPORTER_PACKAGES:
+        (package / name).mkdir(parents=True)
+        (package / name / "stage.py").write_text("x = 1\n")
+    monkeypatch.setattr(default_model, "__file__", str(package / "default_model.py"))
+    before = default_model.exporter_fingerprint()
+    (package / "kernels" / "stage.py").write_text("x = 2\n")
+    assert default_model.exporter_fingerprint() != before
+
+
 def test_missing_default_weights_is_one_clear_error(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="is not installed"):
         default_export(tmp_path, tmp_path / "absent.safetensors")
