@@ -20,8 +20,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from mqc_edge.atomic import write_atomically
 from mqc_edge.errors import ConfigError
+from mqc_edge.export.precision import write_checked
 
 ROUNDED_SUFFIX = "__bf16"  # the BF16 copy of a node output the emulation rounds
 UNROUNDED_SUFFIX = "__fp32"  # the node's own FP32 output, before rounding
@@ -49,9 +49,7 @@ def emulate_bf16(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def write_bf16_emulation(source: Path, target: Path) -> None:
     """`emulate_bf16` of the graph file `source`, written to `target`."""
-    model = emulate_bf16(onnx.load(str(source)))
-    onnx.checker.check_model(model)
-    write_atomically(target, lambda tmp: onnx.save(model, str(tmp)))
+    write_checked(emulate_bf16(onnx.load(str(source))), target)
 
 
 def _element_types(model: onnx.ModelProto) -> dict[str, int]:

@@ -144,7 +144,7 @@ def _convert(config: BuildConfig, source: Manifest, stages: list[str], scratch: 
             plan.graphs[name] = (folder / f"{name}.onnx", "fp16")
         return plan
     if config.precision == "bf16":
-        return _convert_bf16(config, source, stages, scratch, plan)
+        return _convert_bf16(config, source, stages, folder, plan)
     if config.int8.scheme == "dynamic":
         return _convert_dynamic(config, source, stages, folder, plan)
     backend = OrtBackend(source.root, threads=config.threads)
@@ -164,17 +164,18 @@ def _convert(config: BuildConfig, source: Manifest, stages: list[str], scratch: 
     return plan
 
 
-def _convert_bf16(config: BuildConfig, source: Manifest, stages: list[str], scratch: Path, plan: _Plan) -> _Plan:
-    """BF16 graphs for the export, and their FP32 emulations for the gate (recorded fp32 in the
-    gate's scratch export, the only precision label onnxruntime accepts for an FP32 graph)."""
-    emulations = scratch / "emulations"
+def _convert_bf16(config: BuildConfig, source: Manifest, stages: list[str], folder: Path, plan: _Plan) -> _Plan:
+    """BF16 graphs in `folder` for the export, and their FP32 emulations beside it for the gate
+    (recorded fp32 in the gate's scratch export, the only label onnxruntime runs an FP32 graph by)."""
+    emulations = folder.with_name("emulations")
     emulations.mkdir()
     plan.gate_graphs = {}
     for name in stages:
-        write_bf16(source.stage_file(name), scratch / "graphs" / f"{name}.onnx", config.fp16)
-        write_bf16_emulation(scratch / "graphs" / f"{name}.onnx", emulations / f"{name}.onnx")
-        plan.graphs[name] = (scratch / "graphs" / f"{name}.onnx", "bf16")
-        plan.gate_graphs[name] = (emulations / f"{name}.onnx", "fp32")
+        graph, emulation = folder / f"{name}.onnx", emulations / f"{name}.onnx"
+        write_bf16(source.stage_file(name), graph, config.fp16)
+        write_bf16_emulation(graph, emulation)
+        plan.graphs[name] = (graph, "bf16")
+        plan.gate_graphs[name] = (emulation, "fp32")
     return plan
 
 

@@ -105,7 +105,11 @@ def to_fp16(model: onnx.ModelProto, plan: Fp16Plan = Fp16Plan()) -> onnx.ModelPr
 
 
 def write_fp16(source: Path, target: Path, plan: Fp16Plan = Fp16Plan()) -> None:
-    model = to_fp16(onnx.load(str(source)), plan)
+    write_checked(to_fp16(onnx.load(str(source)), plan), target)
+
+
+def write_checked(model: onnx.ModelProto, target: Path) -> None:
+    """`model` through onnx's checker, then written to `target` atomically."""
     onnx.checker.check_model(model)
     write_atomically(target, lambda tmp: onnx.save(model, str(tmp)))
 
@@ -127,6 +131,7 @@ def to_bf16(model: onnx.ModelProto, plan: Fp16Plan = Fp16Plan()) -> onnx.ModelPr
             if node.op_type == "Cast" and attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT16:
                 attribute.i = onnx.TensorProto.BFLOAT16
             elif attribute.type == onnx.AttributeProto.TENSOR and attribute.t.data_type == onnx.TensorProto.FLOAT16:
+                # a constant inside a node (ConstantOfShape's value): no FP32 original by name, so from FP16
                 value = onnx.numpy_helper.to_array(attribute.t).astype(np.float32)
                 attribute.t.CopyFrom(_bf16_tensor(value, attribute.t.name))
     return converted
@@ -142,9 +147,7 @@ def _bf16_tensor(value: np.ndarray, name: str) -> onnx.TensorProto:
 
 
 def write_bf16(source: Path, target: Path, plan: Fp16Plan = Fp16Plan()) -> None:
-    model = to_bf16(onnx.load(str(source)), plan)
-    onnx.checker.check_model(model)
-    write_atomically(target, lambda tmp: onnx.save(model, str(tmp)))
+    write_checked(to_bf16(onnx.load(str(source)), plan), target)
 
 
 def _one_shape(feeds: list[Feeds]) -> list[Feeds]:
