@@ -5,7 +5,8 @@ RS-RVOS dataset folder (one task per video and expression, the expression as a t
 Each task is one `mqc-edge run` (`run_model`) into the folder O/<name>: `<video>` for
 a list line, `<video>/<exp_id>` for a dataset expression. A task writes into a hidden temporary
 folder beside O/<name> and renames it into place once every frame and its TASK_RECORD are
-written, so a folder O/<name> that holds TASK_RECORD is a finished task: a second run skips it,
+written, so a folder O/<name> that holds TASK_RECORD is a finished task: a second run with the same
+model, mode and backend skips it (another one refuses to overwrite it),
 and a killed run leaves only hidden temporaries, which the next run removes. A failed task is
 listed, with its one-line error, in O/batch_report.json beside the others, which complete.
 
@@ -185,26 +186,39 @@ def tasks_from_dataset(root: Path, split: str | None = None) -> list[BatchTask]:
     return tasks
 
 
-def plan_tasks(tasks: list[BatchTask], out: Path) -> tuple[list[BatchTask], dict[str, dict]]:
+def plan_tasks(tasks: list[BatchTask], out: Path, settings: BatchSettings) -> tuple[list[BatchTask], dict[str, dict]]:
     """Split `tasks` into those to run and the outcomes of the others (by name): `skipped` when
-    O/<name> is finished with the same video and prompt, `failed` when O/<name> exists but is not
-    that task's finished folder (it is never overwritten). A skipped entry carries the frames and
-    seconds of the run that wrote the folder. Removes the temporary folders that a killed run left
-    for the tasks to run."""
+    O/<name> is finished with the same video and prompt by the same model, mode and backend
+    (`settings`), `failed` when O/<name> exists but is not that task's finished folder (it is never
+    overwritten; the error names what made it). A skipped entry carries the frames and seconds of
+    the run that wrote the folder. Removes the temporary folders that a killed run left for the
+    tasks to run."""
     to_run, settled = [], {}
     for task in tasks:
         folder = Path(out) / task.name
         record = _finished_record(folder)
-        if record is not None and record.get("video") == str(task.video) and record.get("prompt") == task.prompt:
+        wanted = _task_record(task, settings)
+        if record is not None and all(record.get(key) == value for key, value in wanted.items()):
             settled[task.name] = _outcome(task, "skipped", record.get("frames"), record.get("seconds"))
         elif folder.exists():
-            made_of = f"video {record.get('video')} prompt {record.get('prompt')}" if record else f"no {TASK_RECORD}"
+            made_of = _made_of(record, wanted) if record else f"no {TASK_RECORD}"
             settled[task.name] = _outcome(task, "failed", error=f"{folder} exists and is not this task's result "
                                                                  f"({made_of}); remove it to run the task")
         else:
             _remove_partials(folder)
             to_run.append(task)
     return to_run, settled
+
+
+def _task_record(task: BatchTask, settings: BatchSettings) -> dict[str, object]:
+    """What a finished folder's TASK_RECORD says it was made of (and must match for a skip)."""
+    return {"video": str(task.video), "prompt": task.prompt, "model": str(settings.model), "mode": settings.mode,
+            "backend": settings.backend}
+
+
+def _made_of(record: dict, wanted: dict[str, object]) -> str:
+    """The record's values that differ from this task's, e.g. "model /a/export mode sam2"."""
+    return " ".join(f"{key} {record.get(key)}" for key, value in wanted.items() if record.get(key) != value)
 
 
 def _finished_record(folder: Path) -> dict | None:
@@ -240,8 +254,7 @@ def run_task(task: BatchTask, settings: BatchSettings, out: Path) -> dict:
                                             prompts=[task.prompt], mode=settings.mode, backend=settings.backend,
                                             threads=settings.threads)
         seconds = round(time.perf_counter() - started, 3)
-        record = {"video": str(task.video), "prompt": task.prompt, "frames": frames, "seconds": seconds,
-                  "model": str(settings.model), "mode": settings.mode, "backend": settings.backend}
+        record = {**_task_record(task, settings), "frames": frames, "seconds": seconds}
         write_text_atomically(temporary / TASK_RECORD, json.dumps(record, indent=1, allow_nan=False) + "\n")
         os.rename(temporary, final)  # refuses a non-empty folder: a finished one is never replaced
     except Exception as error:  # the isolation boundary: whatever one video raises is its own failure
@@ -281,7 +294,7 @@ def run_batch(tasks: list[BatchTask], settings: BatchSettings, out: Path, addres
     out = Path(out).absolute()  # workers may start in another folder
     settings = dataclasses.replace(settings, model=Path(settings.model).absolute())
     out.mkdir(parents=True, exist_ok=True)
-    to_run, outcomes = plan_tasks(tasks, out)
+    to_run, outcomes = plan_tasks(tasks, out, settings)
     report = _Report(out, settings, tasks, outcomes)
     if to_run:
         ray = import_ray()

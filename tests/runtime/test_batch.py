@@ -3,6 +3,7 @@ plan, atomic task folders, and a Ray batch of three tiny videos with one broken.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -125,9 +126,13 @@ def test_a_synth_dataset_gives_one_text_task_per_video_and_expression(tmp_path: 
 # ---- resume: a finished folder is skipped, anything else in the way is never overwritten
 
 
-def _finished(out: Path, task: BatchTask, frames: int = 3) -> None:
+PLANNED = BatchSettings(model=Path("/models/export"), mode="sam2")
+
+
+def _finished(out: Path, task: BatchTask, frames: int = 3, settings: BatchSettings = PLANNED) -> None:
     (out / task.name).mkdir(parents=True)
-    record = {"video": str(task.video), "prompt": task.prompt, "frames": frames, "seconds": 1.5}
+    record = {"video": str(task.video), "prompt": task.prompt, "frames": frames, "seconds": 1.5,
+              "model": str(settings.model), "mode": settings.mode, "backend": settings.backend}
     (out / task.name / TASK_RECORD).write_text(json.dumps(record))
 
 
@@ -140,7 +145,7 @@ def test_plan_skips_finished_tasks_and_refuses_foreign_folders(tmp_path: Path) -
     leftover = out / ".killed.0123456789ab.partial"
     (leftover / "masks").mkdir(parents=True)
 
-    to_run, settled = plan_tasks(tasks, out)
+    to_run, settled = plan_tasks(tasks, out, PLANNED)
 
     assert [task.name for task in to_run] == ["new", "killed"]
     assert settled["done"] == {"name": "done", "video": str(tasks[0].video), "status": "skipped", "frames": 3,
@@ -148,6 +153,20 @@ def test_plan_skips_finished_tasks_and_refuses_foreign_folders(tmp_path: Path) -
     assert settled["changed"]["status"] == "failed" and "another object" in settled["changed"]["error"]
     assert settled["foreign"]["status"] == "failed" and f"no {TASK_RECORD}" in settled["foreign"]["error"]
     assert not leftover.exists()  # a killed run's temporary is removed before its task runs again
+
+
+def test_plan_refuses_a_folder_another_model_or_mode_made(tmp_path: Path) -> None:
+    out = tmp_path / "O"
+    by_model = BatchTask("by_model", tmp_path / "a", {"box": BOX})
+    by_mode = BatchTask("by_mode", tmp_path / "b", {"box": BOX})
+    _finished(out, by_model, settings=dataclasses.replace(PLANNED, model=Path("/models/older")))
+    _finished(out, by_mode, settings=dataclasses.replace(PLANNED, mode="mqc"))
+
+    to_run, settled = plan_tasks([by_model, by_mode], out, PLANNED)
+
+    assert to_run == []  # never overwritten, never silently reused
+    assert settled["by_model"]["status"] == "failed" and "(model /models/older)" in settled["by_model"]["error"]
+    assert settled["by_mode"]["status"] == "failed" and "(mode mqc)" in settled["by_mode"]["error"]
 
 
 # ---- one task without Ray: the real single-video path on the session's tiny export
@@ -168,7 +187,7 @@ def test_a_task_writes_its_folder_whole_or_not_at_all(exported, tmp_path: Path) 
     assert failed["status"] == "failed" and failed["frames"] is None
     assert "f03.png" in failed["error"] and "\n" not in failed["error"]
     assert sorted(path.name for path in out.iterdir()) == ["good"]  # three frames were written, then discarded
-    assert plan_tasks([good, broken], out)[0] == [broken]
+    assert plan_tasks([good, broken], out, settings)[0] == [broken]
 
 
 def test_a_dataset_task_runs_its_expression_in_mqc_mode(exported, tmp_path: Path) -> None:
