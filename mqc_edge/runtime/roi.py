@@ -165,7 +165,8 @@ class RoiTracker:
 
     def start(self, frame0: np.ndarray, prompts: Sequence[Mapping[str, object]]) -> list[list[FrameResult]]:
         """Decide each object's lane from its prompt, prompt the full-frame objects together and each
-        cropped object on its crop (prompt mapped into it). ConfigError for a text prompt."""
+        cropped object on its crop (prompt mapped into it). ConfigError for a text prompt; PromptError
+        (or what a tracker raises) for a bad prompt, after which nothing is started."""
         check_frame(frame0, "0")
         if not prompts:
             return self.full.start(frame0, prompts)  # PromptError: no object
@@ -180,9 +181,13 @@ class RoiTracker:
             window = None if side is None else place_window(box_center(box), side, frame_size)
             lanes.append(None if window is None else _CropLane(self.new_tracker(), window, {0: window}))
         full_prompts = [prompt for prompt, lane in zip(prompts, lanes) if lane is None]
-        full_results = iter(self.full.start(frame0, full_prompts) if full_prompts else [])
-        crop_results = [lane.tracker.start(_pixels(frame0, lane.window), [prompt_in_window(prompt, lane.window)])[0]
-                        if lane is not None else None for prompt, lane in zip(prompts, lanes)]
+        try:
+            full_results = iter(self.full.start(frame0, full_prompts) if full_prompts else [])
+            crop_results = [lane.tracker.start(_pixels(frame0, lane.window), [prompt_in_window(prompt, lane.window)])[0]
+                            if lane is not None else None for prompt, lane in zip(prompts, lanes)]
+        except Exception:
+            self.full = self.new_tracker()  # one object's bad prompt leaves nothing half-started: start may be retried
+            raise
         self.lanes, self.frame_size, self.next_index = lanes, frame_size, 1
         self.ready = [[] for _ in lanes]
         return self._collect(full_results, crop_results)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mqc_edge.errors import BadFrameError, ConfigError
+from mqc_edge.errors import BadFrameError, ConfigError, PromptError
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.multi_tracker import MultiTracker
 from mqc_edge.runtime.prompts import point_prompt
@@ -138,6 +138,22 @@ def test_text_starts_and_resized_frames_are_refused(fake_backend) -> None:
     tracker.start(_frames(1)[0], [{"box": TINY_BOX}])
     with pytest.raises(BadFrameError, match="expected size"):
         tracker.step(np.zeros((HEIGHT, WIDTH - 1, 3), np.uint8))
+
+
+def test_a_crop_lane_prompt_error_leaves_nothing_started(fake_backend) -> None:
+    tracker = RoiTracker(fake_backend, TrackerConfig(mode="sam2"), RoiConfig(min_side=64))
+    frames = _frames(3)
+    broken = {"box": TINY_BOX, "points": [[104, 103]], "labels": [1, 0]}  # two labels for one point
+    with pytest.raises(PromptError, match="labels"):
+        tracker.start(frames[0], [{"box": BIG_BOX}, broken])  # the full-frame object started before the crop's failed
+    assert not tracker.started and not tracker.full.started
+    expected = track_all(RoiTracker(fake_backend, TrackerConfig(mode="sam2"), RoiConfig(min_side=64)), frames,
+                         [{"box": BIG_BOX}, {"box": TINY_BOX}])
+    retried = track_all(tracker, frames, [{"box": BIG_BOX}, {"box": TINY_BOX}])  # the same tracker starts again
+    for ours, theirs in zip(retried, expected):
+        assert [result.frame_index for result in ours] == [0, 1, 2]
+        for one, other in zip(ours, theirs):
+            np.testing.assert_array_equal(one.logits, other.logits)
 
 
 def test_each_frames_decision_is_in_results_jsonl(fake_backend, tmp_path) -> None:
