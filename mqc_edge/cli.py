@@ -299,7 +299,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError("train --reinit restarts parts of an --init checkpoint; give --init")
         if args.memory_locality is not None or args.memory_mask_gain is not None:
             trainer.start_memory(args.memory_locality, args.memory_mask_gain)
-    state = trainer.run(steps=args.stop_at)
+    time_limit = None if args.time_limit is None else 60 * args.time_limit
+    state = trainer.run(steps=args.stop_at, time_limit_s=time_limit, loader_workers=args.loader_workers)
     print(f"trained {state.step} of {trainer.config.steps} steps; checkpoint {args.out / 'model.safetensors'}",
           file=sys.stderr)
     return 0
@@ -307,7 +308,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 _TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "clip_frames", "objects", "checkpoint_minutes",
                    "validate_every", "trainable", "focal_weight", "balanced_weight", "moga", "degraded_share",
-                   "start_shares", "memory_curriculum")
+                   "start_shares", "memory_curriculum", "batch_clips", "text_states")
 _MODEL_SETTINGS = {"variant": "sam2_variant", "image_size": "image_size", "moga": "moga"}
 _SAMPLING_SETTINGS = {"clip_frames": "frames", "objects": "max_objects", "degraded_share": "degraded_share",
                       "start_shares": "start_shares"}
@@ -321,6 +322,8 @@ def _new_trainer(out: Path, settings: dict, device: str):
 
     if "start_shares" in settings:
         settings = {**settings, "start_shares": tuple(settings["start_shares"])}
+    if "text_states" in settings:
+        settings = {**settings, "text_states": str(Path(settings["text_states"]).absolute())}
     model_config = dataclasses.replace(DEFAULT_MODEL_CONFIG, **{
         field: settings[name] for name, field in _MODEL_SETTINGS.items() if name in settings})
     renamed = {"lr": "learning_rate"}
@@ -649,6 +652,16 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--memory-curriculum", type=int, nargs=2, default=None, metavar=("HOLD", "FADE"),
                        help="tracked frames' image content held at 0 for HOLD steps, then faded in over FADE "
                             "steps, so the memory must carry the target (default: off)")
+    train.add_argument("--batch-clips", type=int, default=None, metavar="B",
+                       help="B clips per step, their box/click-started objects run as one batch (the GPU path; "
+                            "default 0: one clip per step)")
+    train.add_argument("--text-states", type=Path, default=None, metavar="FILE",
+                       help="precomputed language-model states of every synthetic expression "
+                            "(python -m mqc_edge.training.text_states FILE): the language model is not loaded")
+    train.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                       help="stop, checkpointed, after this many minutes (--resume goes on)")
+    train.add_argument("--loader-workers", type=int, default=0, metavar="N",
+                       help="processes rendering the next steps' clips ahead (default 0: rendered in the loop)")
     train.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     train.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core free on 2-core hosts)")
     train.add_argument("--checkpoint-minutes", type=float, default=None, help="default 5")

@@ -3,7 +3,10 @@
 Each step is one clip (`training/clips.py`) with up to `max_objects` objects prompted on it, each
 through `ClipUnroller` with SAM 2's losses (`training/losses.py`) plus the S_robust scorer's,
 averaged over the objects, then AdamW with linear warm-up and cosine
-decay. Step i's clip and random state depend only on (seed, i), and the optimizer state is
+decay. With `batch_clips` B (the GPU path) a step is B clips: the image encoder runs once on all
+their frames, the box- and click-started objects of all B clips run SAM 2 mode as one batch each
+(`training/batched_unroll.py`), the text-started ones run `ClipUnroller` one by one, and the loss
+is the mean over every object of the step. Step i's clip and random state depend only on (seed, i), and the optimizer state is
 checkpointed with the weights, so N steps in two runs give the weights N steps in one give.
 
 RUN/ holds `state.pt` (weights, optimizer, history; read with `weights_only=True`),
@@ -13,10 +16,14 @@ per step) and `training.png` (loss and validation J&F).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import math
+import multiprocessing
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +47,7 @@ from mqc_edge.training.clips import (
     TextFeatureCache,
     sample_clip,
 )
+from mqc_edge.training.batched_unroll import BatchedSAM2Unroller, BatchedStart, stack_clip_features
 from mqc_edge.training.losses import FOCAL_WEIGHT, frame_loss
 from mqc_edge.training.unroll import ClipUnroller, FrameOutput, Start
 
@@ -72,6 +80,9 @@ class TrainConfig:
     memory_locality: float = 0.0  # |c| added to memory attention's cross-attention q/k biases at step 0
     # (training/memory_start.py); 0: none
     memory_mask_gain: float = 1.0  # the memory encoder's response to the mask multiplied at step 0; 1: none
+    batch_clips: int = 0  # 0: one clip per step (CPU); B: B clips per step, SAM 2 starts batched (GPU)
+    text_states: str | None = None  # precomputed language-model states (training/text_states.py) in place of
+    # the language model, which is then never loaded (a GPU machine without the MiniLM weights)
     memory_curriculum: tuple[int, int] = (0, 0)  # (hold, fade) steps: tracked frames' image content held at 0,
     # then faded in to 1 (`tracked_content`); (0, 0): content always whole (docs/model_card.md, "Memory curriculum")
 
@@ -125,10 +136,11 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.config = config
         self.device = torch.device(device)
-        self.model = MQCSAM(model_config).to(self.device)
+        self.model = MQCSAM(model_config, text_model=config.text_states is None).to(self.device)
         self.optimizer = _adamw(self.model, config)
         self.unroller = ClipUnroller(self.model, TrackerConfig(mode="mqc"))
-        self.texts = TextFeatureCache(self.model.text_encoder)
+        self.batched = BatchedSAM2Unroller(self.unroller)
+        self.texts = _text_source(self.model, config)
         self.state = TrainingState()
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -202,41 +214,47 @@ class Trainer:
         plot_training(self.state, self.run_dir / PLOT_FILE)
 
     # ------------------------------------------------------------------ training
-    def run(self, steps: int | None = None, progress: bool = True) -> TrainingState:
-        """Train up to step `steps` (default: the config's), checkpointing on the way."""
+    def run(self, steps: int | None = None, progress: bool = True, time_limit_s: float | None = None,
+            loader_workers: int = 0) -> TrainingState:
+        """Train up to step `steps` (default: the config's), checkpointing on the way; stop early
+        (checkpointed, `--resume` goes on) once `time_limit_s` seconds have passed. With
+        `loader_workers` > 0 that many processes render the next steps' clips ahead (the same clips)."""
         target = min(steps if steps is not None else self.config.steps, self.config.steps)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        last_save = time.monotonic()
-        bar = tqdm(total=target, initial=self.state.step, desc="train", unit="clip", disable=not progress)
+        began = last_save = time.monotonic()
+        bar = tqdm(total=target, initial=self.state.step, desc="train", unit="step", disable=not progress)
         smoothed = None
-        while self.state.step < target:
-            loss = self.step()
-            smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
-            bar.update(1)
-            bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{learning_rate(self.config, self.state.step - 1):.1e}")
-            if self.config.validate_every and self.state.step % self.config.validate_every == 0:
-                self.state.validation.append({"step": self.state.step, **self.validate()})
-                bar.write(f"step {self.state.step}: validation J&F {self.state.validation[-1]}")
-            if time.monotonic() - last_save > 60 * self.config.checkpoint_minutes:
-                self.save()
-                last_save = time.monotonic()
+        with clip_loader(self.config, self.state.step, target, loader_workers) as clips:
+            while self.state.step < target:
+                if time_limit_s is not None and time.monotonic() - began > time_limit_s:
+                    bar.write(f"time limit ({time_limit_s:.0f} s) reached at step {self.state.step}")
+                    break
+                loss = self.step(next(clips))
+                smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
+                bar.update(1)
+                bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{learning_rate(self.config, self.state.step - 1):.1e}")
+                if self.config.validate_every and self.state.step % self.config.validate_every == 0:
+                    self.state.validation.append({"step": self.state.step, **self.validate()})
+                    bar.write(f"step {self.state.step}: validation J&F {self.state.validation[-1]}")
+                if time.monotonic() - last_save > 60 * self.config.checkpoint_minutes:
+                    self.save()
+                    last_save = time.monotonic()
         bar.close()
         self.save()
         return self.state
 
-    def step(self) -> float:
-        """One optimisation step on clip `state.step`; returns its loss."""
+    def step(self, clips: list[Clip] | None = None) -> float:
+        """One optimisation step on step `state.step`'s clips (`step_clips`; rendered here when
+        not given); returns its loss."""
         index = self.state.step
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, index)
         torch.manual_seed(self.config.seed * 1_000_003 + index)
         self.model.train()
         self.unroller.tracked_content = tracked_content(self.config, index)
-        pool = self.config.clip_pool
-        clip = sample_clip(self.config.seed, index % pool if pool else index, self.config.sampling)
-        starts = [self._start(clip.start, obj) for obj in clip.objects]
-        outputs = self.unroller.objects(self._images(clip), starts)
-        loss = torch.stack([object_loss(out, obj.masks, self.config) for out, obj in zip(outputs, clip.objects)]).mean()
+        clips = step_clips(self.config, index) if clips is None else clips
+        losses = self._batched_losses(clips) if self.config.batch_clips else self._clip_losses(clips[0])
+        loss = torch.stack(losses).mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -244,11 +262,40 @@ class Trainer:
         self.state.step += 1
         value = float(loss.detach())
         self.state.losses.append([index, value])
+        starts = sorted({clip.start for clip in clips})
         with open(self.run_dir / LOG_FILE, "a") as log:
             log.write(json.dumps({"step": index, "loss": value, "lr": self.optimizer.param_groups[0]["lr"],
-                                  "start": clip.start, "objects": len(clip.objects),
+                                  "start": starts[0] if len(starts) == 1 else starts, "objects": len(losses),
                                   "tracked_content": self.unroller.tracked_content}) + "\n")
         return value
+
+    def _clip_losses(self, clip: Clip) -> list[torch.Tensor]:
+        """One clip, each object through `ClipUnroller` (the mode its start implies)."""
+        starts = [self._start(clip.start, obj) for obj in clip.objects]
+        outputs = self.unroller.objects(self._images(clip), starts)
+        return [object_loss(out, obj.masks, self.config) for out, obj in zip(outputs, clip.objects)]
+
+    def _batched_losses(self, clips: list[Clip]) -> list[torch.Tensor]:
+        """B clips: the encoder once on every frame, box and click starts each as one SAM 2 mode
+        batch over all clips, text starts one object at a time -> one loss per object."""
+        frames = self.config.sampling.frames
+        images = torch.from_numpy(np.concatenate([clip.images for clip in clips])).to(self.device)
+        fpn0, fpn1, feat = self.unroller.stages["image_encoder"](images)
+        losses = []
+        for kind in ("box", "point"):
+            pairs = [(c, obj) for c, clip in enumerate(clips) if clip.start == kind for obj in clip.objects]
+            if pairs:
+                features = stack_clip_features(feat, fpn0, fpn1, frames, [c for c, _ in pairs])
+                prompts = np.stack([obj.box if kind == "box" else obj.point for _, obj in pairs])
+                outputs = self.batched(*features, BatchedStart(kind, prompts))
+                losses += [object_loss(out, obj.masks, self.config) for out, (_, obj) in zip(outputs, pairs)]
+        for c, clip in enumerate(clips):
+            if clip.start == "text":
+                frames_of = slice(c * frames, (c + 1) * frames)
+                outputs = self.unroller.objects_from_features(
+                    feat[frames_of], fpn0[frames_of], fpn1[frames_of], [self._start("text", obj) for obj in clip.objects])
+                losses += [object_loss(out, obj.masks, self.config) for out, obj in zip(outputs, clip.objects)]
+        return losses
 
     def _images(self, clip: Clip) -> torch.Tensor:
         return torch.from_numpy(clip.images).to(self.device)
@@ -275,6 +322,39 @@ class Trainer:
                 outputs = self.unroller(self._images(clip), self._start(kind, referred))
                 scores[f"{kind}_jf"].append(clip_jf(outputs, referred.masks))
         return {name: float(np.mean(values)) for name, values in scores.items()}
+
+
+def step_clips(config: TrainConfig, index: int) -> list[Clip]:
+    """The clips of step `index`: clip `index` (one clip per step), or clips index*B .. index*B+B-1
+    with `batch_clips` B; `clip_pool` N cycles over the first N. Depends on (config, index) only."""
+    count = max(config.batch_clips, 1)
+    numbers = [index * count + j for j in range(count)]
+    pool = config.clip_pool
+    return [sample_clip(config.seed, n % pool if pool else n, config.sampling) for n in numbers]
+
+
+@contextlib.contextmanager
+def clip_loader(config: TrainConfig, first: int, last: int, workers: int) -> Iterator[Iterator[list[Clip]]]:
+    """The clips of steps first..last-1 in order: rendered on demand, or `workers` processes ahead."""
+    if workers <= 0:
+        yield (step_clips(config, index) for index in range(first, last))
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield pool.imap(functools.partial(step_clips, config), range(first, last), chunksize=1)
+
+
+def _text_source(model: MQCSAM, config: TrainConfig):
+    """The frozen language model's states per expression: computed once each (`TextFeatureCache`), or
+    read from `config.text_states` (`TextStates`), the language model then left out."""
+    if config.text_states is None:
+        return TextFeatureCache(model.text_encoder)
+    from mqc_edge.training.text_states import TextStates
+
+    states = TextStates(Path(config.text_states))
+    if states.max_tokens != model.config.max_text_tokens:
+        raise ConfigError(f"--text-states {config.text_states}: written for {states.max_tokens} text tokens, the model "
+                          f"takes {model.config.max_text_tokens}")
+    return states
 
 
 def _adamw(model: MQCSAM, config: TrainConfig) -> torch.optim.AdamW:

@@ -113,7 +113,12 @@ class ClipUnroller:
         memory path as the Tracker runs each object (its own bank and gate state) -> per object,
         one `FrameOutput` per frame."""
         fpn0, fpn1, feat = self.stages["image_encoder"](images)
-        tracking = self._prompt(PointPrompt.empty(TRACKING_PROMPT_TOKENS), images.device)
+        return self.objects_from_features(feat, fpn0, fpn1, starts)
+
+    def objects_from_features(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor,
+                              starts: Sequence[Start]) -> list[list[FrameOutput]]:
+        """`objects` on the image encoder's outputs of the clip (`[T, ...]` each), already computed."""
+        tracking = self._prompt(PointPrompt.empty(TRACKING_PROMPT_TOKENS), feat.device)
         return [self._object(feat, fpn0, fpn1, tracking, start) for start in starts]
 
     def _object(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor, tracking: tuple[Tensor, Tensor],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -280,3 +281,52 @@ def test_train_cli_records_the_memory_curriculum(tmp_path) -> None:
 
     logged = [json.loads(line)["tracked_content"] for line in (out / "log.jsonl").read_text().splitlines()]
     assert logged == [0.0, 1.0]
+
+
+def test_batched_steps_render_the_same_clips_ahead_and_stop_at_a_time_limit(tmp_path) -> None:
+    """`batch_clips` B: B clips a step, the same whatever renders them (in the loop or worker processes
+    ahead); a time limit stops the run checkpointed, and --resume goes on to the same weights."""
+    config = _config(steps=2, batch_clips=3, sampling=dataclasses.replace(SAMPLING, start_shares=(0.3, 0.4, 0.3)))
+    runs = []
+    for workers in (0, 1):
+        torch.manual_seed(0)
+        trainer = Trainer(tmp_path / f"w{workers}", config, TINY)
+        trainer.run(progress=False, loader_workers=workers)
+        runs.append(trainer)
+    logged = [[json.loads(line) for line in (tmp_path / f"w{w}" / "log.jsonl").read_text().splitlines()]
+              for w in (0, 1)]
+    assert [entry["step"] for entry in logged[0]] == [0, 1]
+    assert all(entry["objects"] >= 3 for entry in logged[0])  # at least one object from each of the 3 clips
+    for mine, theirs in zip(*logged, strict=True):  # the same clips, so the same losses
+        assert (mine["objects"], mine["start"]) == (theirs["objects"], theirs["start"])
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-6)
+
+    torch.manual_seed(0)
+    stopped = Trainer(tmp_path / "limited", config, TINY)
+    assert stopped.run(progress=False, time_limit_s=0.0).step == 0
+    resumed = Trainer.resume(tmp_path / "limited")
+    assert resumed.run(progress=False).step == 2
+    assert _same_weights(resumed, runs[0])
+
+
+def test_a_run_on_precomputed_text_states_leaves_the_language_model_out(tmp_path) -> None:
+    """`text_states`: the language model is never loaded, and a text clip's loss is the live model's
+    (fp16 storage: within 1e-3); a file written for another text length is refused by name."""
+    from mqc_edge.errors import ConfigError
+    from mqc_edge.training.text_states import write_text_states
+    from mqc_edge.training.trainer import step_clips
+
+    config = _config(steps=2, sampling=dataclasses.replace(SAMPLING, start_shares=(1.0, 0.0, 0.0)))
+    torch.manual_seed(0)
+    live = Trainer(tmp_path / "live", config, TINY)
+    texts = sorted({obj.text for index in range(2) for clip in step_clips(config, index) for obj in clip.objects})
+    path = tmp_path / "states.safetensors"
+    write_text_states(live.model.text_encoder, texts, path)
+    torch.manual_seed(0)
+    stored = Trainer(tmp_path / "stored", dataclasses.replace(config, text_states=str(path)), TINY)
+    assert stored.model.text_encoder.language_model is None and live.model.text_encoder.language_model is not None
+    assert [stored.step(), stored.step()] == pytest.approx([live.step(), live.step()], rel=1e-3)
+
+    with pytest.raises(ConfigError, match="written for 16 text tokens"):
+        Trainer(tmp_path / "other", dataclasses.replace(config, text_states=str(path)),
+                dataclasses.replace(TINY, max_text_tokens=32))

@@ -59,7 +59,8 @@ def _attributes(target: TargetSpec, cell: tuple[int, int], peers: list[TargetSpe
     }
 
 
-def _phrase(category: str, words: dict[str, str | None], chosen: tuple[str, ...]) -> str:
+def phrase(category: str, words: dict[str, str | None], chosen: tuple[str, ...]) -> str:
+    """The phrase: 'the', the chosen attributes' words (in ATTRIBUTES order), the category, the cell phrase."""
     adjectives = [words[name] for name in ATTRIBUTES if name in chosen]
     return " ".join(["the", *adjectives, category, words["cell"]])  # type: ignore[list-item]
 
@@ -103,5 +104,5 @@ def _unique_phrase(obj_id: int, category: str, described: dict[int, dict[str, st
             if all(any(peer[key] != words[key] for key in keys) for peer in peers):
                 if count == 0 and rng.random() < 0.5:
                     chosen = (usable[int(rng.integers(len(usable)))],)
-                return _phrase(category, words, chosen)
+                return phrase(category, words, chosen)
     return None
