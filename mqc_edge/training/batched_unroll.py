@@ -87,6 +87,12 @@ class BatchedSAM2Unroller:
     def __call__(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor, start: BatchedStart) -> list[list[FrameOutput]]:
         """The encoder's outputs of each object's clip, `[N, T, ...]` (`feat [N, T, C, h, w]`, `fpn0`,
         `fpn1` alike) -> per object, one `FrameOutput` per frame (as `ClipUnroller.objects`)."""
+        per_frame = self.frames(feat, fpn0, fpn1, start)
+        return [[_one(out, n) for out in per_frame] for n in range(feat.shape[0])]
+
+    def frames(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor, start: BatchedStart) -> list[FrameOutput]:
+        """As `__call__`, batched: one `FrameOutput` per frame whose tensors lead with the N objects
+        (hypotheses `[N, K, h, w]`, predicted_iou `[N, K]`, object_score `[N, 1]`)."""
         objects, frames = feat.shape[:2]
         first, memory0 = self._first_frame(feat[:, 0], fpn0[:, 0], fpn1[:, 0], start)
         bank = new_memory_bank(BatchedSlotWriter(self.geometry))
@@ -107,7 +113,7 @@ class BatchedSAM2Unroller:
             memory = self.stages["memory_encoder"](feat[:, t], out.mask_lowres, out.object_score, binarize)
             bank.register_frame(t, memory, out.obj_ptr)
             per_frame.append(dataclasses.replace(out, written=("recent",)))
-        return [[_one(out, n) for out in per_frame] for n in range(objects)]
+        return per_frame
 
     def _first_frame(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor, start: BatchedStart) -> tuple[FrameOutput, Tensor]:
         conditioned = self.stages["no_memory"](feat)

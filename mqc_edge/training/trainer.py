@@ -48,7 +48,7 @@ from mqc_edge.training.clips import (
     sample_clip,
 )
 from mqc_edge.training.batched_unroll import BatchedSAM2Unroller, BatchedStart, stack_clip_features
-from mqc_edge.training.losses import FOCAL_WEIGHT, frame_loss
+from mqc_edge.training.losses import FOCAL_WEIGHT, batch_frame_loss, frame_loss
 from mqc_edge.training.unroll import ClipUnroller, FrameOutput, Start
 
 STATE_FILE, MODEL_FILE, LOG_FILE, PLOT_FILE = "state.pt", "model.safetensors", "log.jsonl", "training.png"
@@ -254,7 +254,7 @@ class Trainer:
         self.unroller.tracked_content = tracked_content(self.config, index)
         clips = step_clips(self.config, index) if clips is None else clips
         losses = self._batched_losses(clips) if self.config.batch_clips else self._clip_losses(clips[0])
-        loss = torch.stack(losses).mean()
+        loss = losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
@@ -269,15 +269,15 @@ class Trainer:
                                   "tracked_content": self.unroller.tracked_content}) + "\n")
         return value
 
-    def _clip_losses(self, clip: Clip) -> list[torch.Tensor]:
-        """One clip, each object through `ClipUnroller` (the mode its start implies)."""
+    def _clip_losses(self, clip: Clip) -> torch.Tensor:
+        """One clip, each object through `ClipUnroller` (the mode its start implies) -> `[objects]`."""
         starts = [self._start(clip.start, obj) for obj in clip.objects]
         outputs = self.unroller.objects(self._images(clip), starts)
-        return [object_loss(out, obj.masks, self.config) for out, obj in zip(outputs, clip.objects)]
+        return torch.stack([object_loss(out, obj.masks, self.config) for out, obj in zip(outputs, clip.objects)])
 
-    def _batched_losses(self, clips: list[Clip]) -> list[torch.Tensor]:
+    def _batched_losses(self, clips: list[Clip]) -> torch.Tensor:
         """B clips: the encoder once on every frame, box and click starts each as one SAM 2 mode
-        batch over all clips, text starts one object at a time -> one loss per object."""
+        batch over all clips (its loss batched too), text starts one object at a time -> `[objects]`."""
         frames = self.config.sampling.frames
         images = torch.from_numpy(np.concatenate([clip.images for clip in clips])).to(self.device)
         fpn0, fpn1, feat = self.unroller.stages["image_encoder"](images)
@@ -287,15 +287,27 @@ class Trainer:
             if pairs:
                 features = stack_clip_features(feat, fpn0, fpn1, frames, [c for c, _ in pairs])
                 prompts = np.stack([obj.box if kind == "box" else obj.point for _, obj in pairs])
-                outputs = self.batched(*features, BatchedStart(kind, prompts))
-                losses += [object_loss(out, obj.masks, self.config) for out, (_, obj) in zip(outputs, pairs)]
+                per_frame = self.batched.frames(*features, BatchedStart(kind, prompts))
+                losses.append(self._batch_loss(per_frame, np.stack([obj.masks for _, obj in pairs])))
         for c, clip in enumerate(clips):
             if clip.start == "text":
                 frames_of = slice(c * frames, (c + 1) * frames)
                 outputs = self.unroller.objects_from_features(
                     feat[frames_of], fpn0[frames_of], fpn1[frames_of], [self._start("text", obj) for obj in clip.objects])
-                losses += [object_loss(out, obj.masks, self.config) for out, obj in zip(outputs, clip.objects)]
-        return losses
+                losses.append(torch.stack([object_loss(out, obj.masks, self.config)
+                                           for out, obj in zip(outputs, clip.objects)]))
+        return torch.cat(losses)
+
+    def _batch_loss(self, per_frame: list[FrameOutput], masks: np.ndarray) -> torch.Tensor:
+        """`object_loss` of N SAM 2 mode objects (no S_robust there) from batched frame outputs;
+        masks bool `[N, T, S, S]` -> `[N]`."""
+        targets = torch.from_numpy(masks.astype(np.float32)).to(self.device)
+        size = targets.shape[-1]
+        totals = [batch_frame_loss(F.interpolate(out.hypotheses, size=(size, size), mode="bilinear", align_corners=False),
+                                   out.predicted_iou, out.object_score.reshape(-1), targets[:, t],
+                                   self.config.focal_weight, self.config.balanced_weight)
+                  for t, out in enumerate(per_frame)]
+        return torch.stack(totals).mean(0)
 
     def _images(self, clip: Clip) -> torch.Tensor:
         return torch.from_numpy(clip.images).to(self.device)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
-from mqc_edge.training.losses import balanced_bce, dice, frame_loss, sigmoid_focal
+from mqc_edge.training.losses import balanced_bce, batch_frame_loss, dice, frame_loss, sigmoid_focal
 
 
 def _target() -> torch.Tensor:
@@ -51,3 +52,16 @@ def test_weight_zero_is_sam2_s_loss_and_a_weight_adds_the_term() -> None:
     assert float(weighted.balanced) > 0
     assert math.isclose(float(weighted.total), float(weighted.focal + weighted.dice + weighted.iou
                                                      + weighted.object_score + 2.0 * weighted.balanced), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("hypotheses", [1, 3])
+def test_the_batched_frame_loss_is_each_objects_frame_loss(hypotheses: int) -> None:
+    torch.manual_seed(3)
+    logits = 4 * torch.randn(5, hypotheses, 32, 32)
+    ious, scores = torch.rand(5, hypotheses), torch.randn(5)
+    targets = (torch.rand(5, 32, 32) > 0.9).float()
+    targets[2] = 0  # an object out of view: no mask or IoU terms
+    batched = batch_frame_loss(logits, ious, scores, targets, focal_weight=1.0, balanced_weight=0.5)
+    each = torch.stack([frame_loss(logits[n], ious[n], scores[n].reshape(1, 1), targets[n], 1.0, 0.5).total
+                        for n in range(5)])
+    torch.testing.assert_close(batched, each, rtol=1e-6, atol=1e-6)

@@ -330,3 +330,21 @@ def test_a_run_on_precomputed_text_states_leaves_the_language_model_out(tmp_path
     with pytest.raises(ConfigError, match="written for 16 text tokens"):
         Trainer(tmp_path / "other", dataclasses.replace(config, text_states=str(path)),
                 dataclasses.replace(TINY, max_text_tokens=32))
+
+
+def test_a_batched_step_has_the_loss_of_its_clips_one_by_one(tmp_path) -> None:
+    """The batched path (encoder once, SAM 2 starts batched, their loss batched) gives every object the
+    loss the one-clip path gives it."""
+    config = _config(batch_clips=4, sampling=dataclasses.replace(SAMPLING, start_shares=(0.3, 0.4, 0.3)))
+    torch.manual_seed(0)
+    trainer = Trainer(tmp_path, config, TINY)
+    trainer.model.eval()
+    from mqc_edge.training.trainer import step_clips
+
+    clips = step_clips(config, 0)
+    assert {clip.start for clip in clips} == {"text", "box", "point"}
+    with torch.no_grad():
+        batched = trainer._batched_losses(clips)
+        order = [kind for kind in ("box", "point", "text")]
+        one_by_one = torch.cat([trainer._clip_losses(clip) for kind in order for clip in clips if clip.start == kind])
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-4, atol=1e-5)
