@@ -12,6 +12,12 @@ to the runtime's Tracker): J&F per frame with
   the target.
 A model whose memory carries the target loses J&F under `zero-memory` and keeps some under
 `no-content`; the shipped chain's checkpoints do neither (docs/model_card.md, "Memory curriculum").
+
+`identity_iou` asks the same of several objects: every prompted object of a clip tracked from
+its own box (its own memory, the same frames), the tracked frames' masks scored against the
+object itself and against the clip's other prompted objects. A model whose memory tells objects
+apart scores higher on its own object; one that segments whatever looks like a target scores
+both alike.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import torch
 from mqc_edge.model.checkpoint import load_checkpoint
 from mqc_edge.model.mqc_sam import MQCSAM
 from mqc_edge.training.clips import VALIDATION_SEED, ClipSampling, TextFeatureCache, sample_clip
-from mqc_edge.training.trainer import clip_jf
+from mqc_edge.data.metrics import region_similarity
+from mqc_edge.training.trainer import clip_jf, upsampled
 from mqc_edge.training.unroll import ClipUnroller, Start
 
 PROBES = ("normal", "zero-memory", "no-content")
@@ -63,6 +70,31 @@ def per_frame_jf(model: MQCSAM, probe: str, start: str, clips: int, frames: int)
     return total / clips
 
 
+def identity_iou(model: MQCSAM, clips: int, frames: int) -> tuple[float, float, int]:
+    """Tracked frames' mask IoU with the object's own ground truth and with another prompted object's
+    of the same clip, averaged over ordered object pairs of the first `clips` validation clips that
+    prompt several objects (box starts, SAM 2 mode) -> (own, other, pairs)."""
+    from mqc_edge.runtime.config import TrackerConfig
+
+    unroller = ClipUnroller(model, TrackerConfig(mode="sam2"))
+    sampling = ClipSampling(frames=frames, degraded_share=0.0, image_size=model.config.image_size,
+                            start_shares=(0.0, 1.0, 0.0), max_objects=4)
+    own, other = [], []
+    with torch.no_grad():
+        for index in range(clips):
+            clip = sample_clip(VALIDATION_SEED, index, sampling)
+            if len(clip.objects) < 2:
+                continue
+            outputs = unroller.objects(torch.from_numpy(clip.images), [Start("box", box=obj.box) for obj in clip.objects])
+            for a, tracked in enumerate(outputs):
+                masks = [(upsampled(out.mask_lowres[0], clip.images.shape[-1])[0] > 0).numpy() for out in tracked[1:]]
+                for b, obj in enumerate(clip.objects):
+                    scores = [region_similarity(mask, truth) for mask, truth in zip(masks, obj.masks[1:])]
+                    (own if a == b else other).append(float(np.mean(scores)))
+    pairs = len(other)
+    return float(np.mean(own)) if own else float("nan"), float(np.mean(other)) if other else float("nan"), pairs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
@@ -79,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             jf = per_frame_jf(model, probe, start, args.clips, args.frames)
             print(f"{start:4s} {probe:12s} clip {jf.mean():.3f} frame0 {jf[0]:.3f} tracked {jf[1:].mean():.3f}  "
                   f"per frame {np.round(jf, 3).tolist()}")
+    own, other, pairs = identity_iou(model, args.clips, args.frames)
+    print(f"box  identity     tracked IoU with its own object {own:.3f}, with another prompted object {other:.3f} "
+          f"({pairs} ordered pairs)")
     return 0
 
 
