@@ -112,7 +112,7 @@ class BatchedSAM2Unroller:
             binarize = torch.tensor(False, device=feat.device)
             memory = self.stages["memory_encoder"](feat[:, t], out.mask_lowres, out.object_score, binarize)
             bank.register_frame(t, memory, out.obj_ptr)
-            per_frame.append(dataclasses.replace(out, written=("recent",)))
+            per_frame.append(dataclasses.replace(out, written=("recent",), conditioned=conditioned))
         return per_frame
 
     def _first_frame(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor, start: BatchedStart) -> tuple[FrameOutput, Tensor]:
@@ -148,8 +148,9 @@ class BatchedSAM2Unroller:
 
 def _one(out: FrameOutput, n: int) -> FrameOutput:
     """Object n's frame output, shaped as `ClipUnroller`'s (hypotheses `[K, h, w]`, iou `[K]`)."""
+    conditioned = None if out.conditioned is None else out.conditioned[n:n + 1]
     return FrameOutput(out.hypotheses[n], out.predicted_iou[n], out.object_score[n:n + 1],
-                       out.mask_lowres[n:n + 1], None, out.written, out.obj_ptr[n:n + 1])
+                       out.mask_lowres[n:n + 1], None, out.written, out.obj_ptr[n:n + 1], conditioned)
 
 
 def stack_clip_features(feat: Tensor, fpn0: Tensor, fpn1: Tensor, frames: int,

@@ -49,6 +49,7 @@ from mqc_edge.training.clips import (
 )
 from mqc_edge.training.batched_unroll import BatchedSAM2Unroller, BatchedStart, stack_clip_features
 from mqc_edge.training.losses import FOCAL_WEIGHT, batch_frame_loss, frame_loss
+from mqc_edge.training.memory_read import MemoryReadHead, memory_read_loss
 from mqc_edge.training.unroll import ClipUnroller, FrameOutput, Start
 
 STATE_FILE, MODEL_FILE, LOG_FILE, PLOT_FILE = "state.pt", "model.safetensors", "log.jsonl", "training.png"
@@ -81,6 +82,7 @@ class TrainConfig:
     # (training/memory_start.py); 0: none
     memory_mask_gain: float = 1.0  # the memory encoder's response to the mask multiplied at step 0; 1: none
     batch_clips: int = 0  # 0: one clip per step (CPU); B: B clips per step, SAM 2 starts batched (GPU)
+    memory_read_weight: float = 0.0  # auxiliary loss on memory attention's output (training/memory_read.py); 0: off
     text_states: str | None = None  # precomputed language-model states (training/text_states.py) in place of
     # the language model, which is then never loaded (a GPU machine without the MiniLM weights)
     memory_curriculum: tuple[int, int] = (0, 0)  # (hold, fade) steps: tracked frames' image content held at 0,
@@ -137,7 +139,8 @@ class Trainer:
         self.config = config
         self.device = torch.device(device)
         self.model = MQCSAM(model_config, text_model=config.text_states is None).to(self.device)
-        self.optimizer = _adamw(self.model, config)
+        self.memory_head = MemoryReadHead(self.model.sam.hidden_dim).to(self.device) if config.memory_read_weight else None
+        self.optimizer = _adamw(self.model, config, self.memory_head)
         self.unroller = ClipUnroller(self.model, TrackerConfig(mode="mqc"))
         self.batched = BatchedSAM2Unroller(self.unroller)
         self.texts = _text_source(self.model, config)
@@ -165,7 +168,7 @@ class Trainer:
         self.model.load_state_dict(fresh, strict=False)
         self.config = dataclasses.replace(self.config, init_from=f"{checkpoint} {sha256_of(Path(checkpoint))}",
                                           reinitialized=tuple(reinitialize))
-        self.optimizer = _adamw(self.model, self.config)
+        self.optimizer = _adamw(self.model, self.config, self.memory_head)
         return f"{report}; kept fresh: {', '.join(reinitialize)}" if reinitialize else str(report)
 
     def start_memory(self, locality: float | None = None, mask_gain: float | None = None) -> None:
@@ -195,6 +198,8 @@ class Trainer:
         config = TrainConfig.from_json(saved["config"])
         trainer = cls(run_dir, config, MQCSAMConfig.from_json(saved["model_config"], str(path)), device)
         trainer.model.load_state_dict(saved["model"], strict=False)
+        if trainer.memory_head is not None:
+            trainer.memory_head.load_state_dict(saved["memory_head"])
         trainer.optimizer.load_state_dict(saved["optimizer"])
         trainer.state = TrainingState(**json.loads(saved["state"]))
         return trainer
@@ -208,6 +213,7 @@ class Trainer:
             "state": json.dumps(dataclasses.asdict(self.state)),
             "config": self.config.to_json(),
             "model_config": self.model.config.to_json(),
+            **({"memory_head": self.memory_head.state_dict()} if self.memory_head is not None else {}),
         }
         write_atomically(self.run_dir / STATE_FILE, lambda tmp: torch.save(content, tmp))
         save_checkpoint(self.model, self.run_dir / MODEL_FILE)
@@ -273,7 +279,16 @@ class Trainer:
         """One clip, each object through `ClipUnroller` (the mode its start implies) -> `[objects]`."""
         starts = [self._start(clip.start, obj) for obj in clip.objects]
         outputs = self.unroller.objects(self._images(clip), starts)
-        return torch.stack([object_loss(out, obj.masks, self.config) for out, obj in zip(outputs, clip.objects)])
+        return self._objects_losses(outputs, clip.objects)
+
+    def _objects_losses(self, outputs: list[list[FrameOutput]], objects) -> torch.Tensor:
+        """Per object: `object_loss`, plus the memory-read loss when it is on -> `[objects]`."""
+        losses = torch.stack([object_loss(out, obj.masks, self.config) for out, obj in zip(outputs, objects)])
+        if self.memory_head is None or len(outputs[0]) < 2:
+            return losses
+        tracked = [torch.cat([out[t].conditioned for out in outputs]) for t in range(1, len(outputs[0]))]
+        own = np.stack([obj.masks for obj in objects])
+        return losses + self.config.memory_read_weight * self._read_losses(tracked, own, _others(own))
 
     def _batched_losses(self, clips: list[Clip]) -> torch.Tensor:
         """B clips: the encoder once on every frame, box and click starts each as one SAM 2 mode
@@ -288,15 +303,29 @@ class Trainer:
                 features = stack_clip_features(feat, fpn0, fpn1, frames, [c for c, _ in pairs])
                 prompts = np.stack([obj.box if kind == "box" else obj.point for _, obj in pairs])
                 per_frame = self.batched.frames(*features, BatchedStart(kind, prompts))
-                losses.append(self._batch_loss(per_frame, np.stack([obj.masks for _, obj in pairs])))
+                own = np.stack([obj.masks for _, obj in pairs])
+                loss = self._batch_loss(per_frame, own)
+                if self.memory_head is not None and len(per_frame) > 1:
+                    others = np.stack([_union([o.masks for o in clips[c].objects if o is not obj], obj.masks)
+                                       for c, obj in pairs])
+                    tracked = [out.conditioned for out in per_frame[1:]]
+                    loss = loss + self.config.memory_read_weight * self._read_losses(tracked, own, others)
+                losses.append(loss)
         for c, clip in enumerate(clips):
             if clip.start == "text":
                 frames_of = slice(c * frames, (c + 1) * frames)
                 outputs = self.unroller.objects_from_features(
                     feat[frames_of], fpn0[frames_of], fpn1[frames_of], [self._start("text", obj) for obj in clip.objects])
-                losses.append(torch.stack([object_loss(out, obj.masks, self.config)
-                                           for out, obj in zip(outputs, clip.objects)]))
+                losses.append(self._objects_losses(outputs, clip.objects))
         return torch.cat(losses)
+
+    def _read_losses(self, tracked: list[torch.Tensor], own: np.ndarray, others: np.ndarray) -> torch.Tensor:
+        """Memory-read loss per object, the mean over tracked frames: tracked[t - 1] memory attention's
+        output of frame t `[N, hidden, h, w]`; own, others bool `[N, T, S, S]` -> `[N]`."""
+        own_t = torch.from_numpy(own.astype(np.float32)).to(self.device)
+        others_t = torch.from_numpy(others.astype(np.float32)).to(self.device)
+        return torch.stack([memory_read_loss(self.memory_head, conditioned, own_t[:, t], others_t[:, t])
+                            for t, conditioned in enumerate(tracked, start=1)]).mean(0)
 
     def _batch_loss(self, per_frame: list[FrameOutput], masks: np.ndarray) -> torch.Tensor:
         """`object_loss` of N SAM 2 mode objects (no S_robust there) from batched frame outputs;
@@ -336,6 +365,16 @@ class Trainer:
         return {name: float(np.mean(values)) for name, values in scores.items()}
 
 
+def _union(masks: list[np.ndarray], like: np.ndarray) -> np.ndarray:
+    """Element-wise OR of bool masks `[T, S, S]` (all False like `like` when there are none)."""
+    return np.logical_or.reduce(masks) if masks else np.zeros_like(like)
+
+
+def _others(own: np.ndarray) -> np.ndarray:
+    """Per object of one clip, the union of the other objects' masks: `[K, T, S, S]` -> `[K, T, S, S]`."""
+    return np.stack([_union([own[j] for j in range(len(own)) if j != k], own[k]) for k in range(len(own))])
+
+
 def step_clips(config: TrainConfig, index: int) -> list[Clip]:
     """The clips of step `index`: clip `index` (one clip per step), or clips index*B .. index*B+B-1
     with `batch_clips` B; `clip_pool` N cycles over the first N. Depends on (config, index) only."""
@@ -369,9 +408,10 @@ def _text_source(model: MQCSAM, config: TrainConfig):
     return states
 
 
-def _adamw(model: MQCSAM, config: TrainConfig) -> torch.optim.AdamW:
+def _adamw(model: MQCSAM, config: TrainConfig, head: MemoryReadHead | None = None) -> torch.optim.AdamW:
     """Weight decay on matrices only: norms, biases, embeddings and positional tables keep theirs.
-    With `config.trainable`, parameters outside those prefixes are frozen (no gradient is computed)."""
+    With `config.trainable`, parameters outside those prefixes are frozen (no gradient is computed).
+    The memory-read head (training only) trains without decay."""
     decayed, kept = [], []
     for name, parameter in model.named_parameters():
         if config.trainable and not name.startswith(config.trainable) and "language_model" not in name:
@@ -379,6 +419,7 @@ def _adamw(model: MQCSAM, config: TrainConfig) -> torch.optim.AdamW:
         if parameter.requires_grad:
             matrix = parameter.ndim >= 2 and "pos" not in name and "embed" not in name
             (decayed if matrix else kept).append(parameter)
+    kept += list(head.parameters()) if head is not None else []
     groups = [{"params": decayed, "weight_decay": config.weight_decay}, {"params": kept, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.999))
 

@@ -91,6 +91,7 @@ class FrameOutput:
     robustness: Tensor | None  # S_robust [1] on MQC tracked frames (trained on detached inputs)
     written: tuple[str, ...]  # banks the frame entered
     obj_ptr: Tensor  # [1, hidden] object pointer, stored with the frame's memory
+    conditioned: Tensor | None = None  # [1, hidden, h, w] memory attention's output (tracked frames only)
 
 
 class ClipUnroller:
@@ -187,7 +188,7 @@ class ClipUnroller:
             out = self._decode(conditioned, fpn0_t, fpn1_t, *tracking, self._tracking_multimask())
             new_memory = self._encode(feat[t:t + 1], out)
             bank.register_frame(t, new_memory, out.obj_ptr)
-            outputs.append(dataclasses.replace(out, written=("recent",)))
+            outputs.append(dataclasses.replace(out, written=("recent",), conditioned=conditioned))
         return outputs
 
     def _track_mqc(self, feat, fpn0, fpn1, tracking, first, memory0) -> list[FrameOutput]:
@@ -224,7 +225,8 @@ class ClipUnroller:
                     written.append("fifo")
                 if register_prototype and bank.register_prototype(t, new_memory, out.obj_ptr, score):
                     written.append("prototypes")
-            outputs.append(dataclasses.replace(out, robustness=robustness, written=tuple(written)))
+            outputs.append(dataclasses.replace(out, robustness=robustness, written=tuple(written),
+                                               conditioned=conditioned))
         return outputs
 
     def _encode(self, feat: Tensor, out: FrameOutput) -> Tensor:

@@ -334,8 +334,9 @@ def test_a_run_on_precomputed_text_states_leaves_the_language_model_out(tmp_path
 
 def test_a_batched_step_has_the_loss_of_its_clips_one_by_one(tmp_path) -> None:
     """The batched path (encoder once, SAM 2 starts batched, their loss batched) gives every object the
-    loss the one-clip path gives it."""
-    config = _config(batch_clips=4, sampling=dataclasses.replace(SAMPLING, start_shares=(0.3, 0.4, 0.3)))
+    loss the one-clip path gives it, the memory-read loss included."""
+    config = _config(batch_clips=4, sampling=dataclasses.replace(SAMPLING, start_shares=(0.3, 0.4, 0.3)),
+                     memory_read_weight=0.5)
     torch.manual_seed(0)
     trainer = Trainer(tmp_path, config, TINY)
     trainer.model.eval()
@@ -348,3 +349,20 @@ def test_a_batched_step_has_the_loss_of_its_clips_one_by_one(tmp_path) -> None:
         order = [kind for kind in ("box", "point", "text")]
         one_by_one = torch.cat([trainer._clip_losses(clip) for kind in order for clip in clips if clip.start == kind])
     torch.testing.assert_close(batched, one_by_one, rtol=1e-4, atol=1e-5)
+
+
+def test_the_memory_read_head_trains_and_resumes_with_the_run(tmp_path) -> None:
+    config = _config(steps=3, memory_read_weight=1.0)
+    runs = []
+    for name, stops in (("whole", [None]), ("split", [1, None])):
+        torch.manual_seed(0)
+        trainer = Trainer(tmp_path / name, config, TINY)
+        start = [p.detach().clone() for p in trainer.memory_head.parameters()]
+        for stop in stops:
+            trainer.run(steps=stop, progress=False)
+            if stop is not None:
+                trainer = Trainer.resume(tmp_path / name)
+        runs.append(trainer)
+    assert any(not torch.equal(a, b) for a, b in zip(start, runs[0].memory_head.parameters()))
+    assert _same_weights(*runs)
+    assert all(torch.equal(a, b) for a, b in zip(runs[0].memory_head.parameters(), runs[1].memory_head.parameters()))
