@@ -28,6 +28,8 @@
 # is `default`, text encoder and all).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/gpu_lib.sh
+source scripts/gpu_lib.sh
 
 WHEELS=${GPU_WHEELS:-.gpu_wheels}
 OUT=${OUT:-./gpu_check_out}
@@ -120,16 +122,9 @@ joined() {
 skip() { printf '%s\tskipped\t0\t%s\n' "$1" "$2" >>"$STEPS"; echo "== $1 skipped: $2" >>"$LOG"; }
 
 install() {
-    local before after
-    before=$($PY -c 'import torch; print(torch.__version__)')
-    $PY -m pip install -q --no-index --no-deps --find-links "$WHEELS" "$WHEELS"/*.whl &&
-        $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . || return 1
-    after=$($PY -c 'import torch; print(torch.__version__)')
-    [ "$before" = "$after" ] || { echo "torch changed: $before -> $after"; return 1; }
+    install_wheels "$PY" "$WHEELS" || return 1
     $PY -c 'import onnx, onnxscript, onnx_ir, onnxslim, sam2; print("export side: onnx", onnx.__version__,
-            "onnxscript", onnxscript.__version__, "onnx_ir", onnx_ir.__version__, "onnxslim", onnxslim.__version__)' ||
-        return 1
-    echo "torch $after untouched; mqc-edge installed"
+            "onnxscript", onnxscript.__version__, "onnx_ir", onnx_ir.__version__, "onnxslim", onnxslim.__version__)'
 }
 
 gpu_tests() {

@@ -24,6 +24,8 @@
 # GPU_CHECK_PYTHON [python3: the interpreter that holds torch there].
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/gpu_lib.sh
+source scripts/gpu_lib.sh
 
 WHEELS=${GPU_WHEELS:-.gpu_wheels}
 STATES=${GPU_TRAIN_STATES:-.gpu_train/text_states.safetensors}
@@ -69,12 +71,7 @@ plan() {
 
 install() {
     [ "$DEVICE" = cuda ] || { echo "device $DEVICE: using this environment as it is"; return 0; }
-    local before after
-    before=$($PY -c 'import torch; print(torch.__version__)')
-    $PY -m pip install -q --no-index --no-deps --find-links "$WHEELS" "$WHEELS"/*.whl &&
-        $PY -m pip install -q --no-index --no-deps --no-build-isolation -e . || return 1
-    after=$($PY -c 'import torch; print(torch.__version__)')
-    [ "$before" = "$after" ] || { echo "torch changed: $before -> $after"; return 1; }
+    install_wheels "$PY" "$WHEELS" || return 1
     $PY -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"; print(torch.cuda.get_device_name())'
 }
 
