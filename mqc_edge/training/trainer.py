@@ -6,8 +6,9 @@ averaged over the objects, then AdamW with linear warm-up and cosine
 decay. With `batch_clips` B (the GPU path) a step is B clips: the image encoder runs once on all
 their frames, the box- and click-started objects of all B clips run SAM 2 mode as one batch each
 (`training/batched_unroll.py`), the text-started ones run `ClipUnroller` one by one, and the loss
-is the mean over every object of the step. Step i's clip and random state depend only on (seed, i), and the optimizer state is
-checkpointed with the weights, so N steps in two runs give the weights N steps in one give.
+is the mean over every object of the step. Step i's clips and random state depend only on
+(seed, i), and the optimizer state is checkpointed with the weights, so N steps in two runs give
+the weights N steps in one give.
 
 RUN/ holds `state.pt` (weights, optimizer, history; read with `weights_only=True`),
 `model.safetensors` (the mqc-edge checkpoint every other command takes), `log.jsonl` (one line
@@ -263,7 +264,8 @@ class Trainer:
         loss = losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        head = list(self.memory_head.parameters()) if self.memory_head is not None else []
+        torch.nn.utils.clip_grad_norm_([*self.model.parameters(), *head], self.config.grad_clip)
         self.optimizer.step()
         self.state.step += 1
         value = float(loss.detach())
