@@ -68,9 +68,12 @@ class BatchedStart:
 
     def prompt(self, size: int, geometry) -> PointPrompt:
         """The N objects' point prompts stacked: coords `[N, P, 2]`, labels `[N, P]`."""
-        ones = np.ones(1, np.int32)
-        each = [point_prompt(p if self.kind == "box" else None, None if self.kind == "box" else p[None],
-                             None if self.kind == "box" else ones, (size, size), geometry) for p in self.prompts]
+        def one(prompt: np.ndarray) -> PointPrompt:
+            if self.kind == "box":
+                return point_prompt(prompt, None, None, (size, size), geometry)
+            return point_prompt(None, prompt[None], np.ones(1, np.int32), (size, size), geometry)
+
+        each = [one(prompt) for prompt in self.prompts]
         return PointPrompt(np.concatenate([p.coords for p in each]), np.concatenate([p.labels for p in each]),
                            each[0].num_points)
 
@@ -102,8 +105,8 @@ class BatchedSAM2Unroller:
         for t in range(1, frames):
             slots = {k: torch.from_numpy(np.repeat(v[None], objects, axis=0)).to(feat.device)
                      for k, v in bank.attention_inputs(t).items()}
-            feat_t, fpn0_t, fpn1_t = (x[:, t] * self.unroller.tracked_content if self.unroller.tracked_content != 1.0
-                                      else x[:, t] for x in (feat, fpn0, fpn1))
+            scale = self.unroller.tracked_content  # as ClipUnroller._tracked_inputs: 1 but in the memory curriculum
+            feat_t, fpn0_t, fpn1_t = (x[:, t] if scale == 1.0 else x[:, t] * scale for x in (feat, fpn0, fpn1))
             conditioned = self.stages["memory_attention"](
                 feat_t, bank.memory.stacked(), slots["memory_tpos"], slots["memory_valid"],
                 bank.obj_ptrs.stacked(), slots["obj_ptr_tpos"], slots["obj_ptr_valid"],
