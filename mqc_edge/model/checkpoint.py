@@ -171,15 +171,22 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], MQCSAMConfig | None, str
     raise CheckpointError(f"checkpoint {path}: expected .safetensors, .pt or .pth, got {path.suffix!r}")
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], MQCSAMConfig | None, str]:
+def read_safetensors(path: Path, what: str = "checkpoint") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor and the metadata of a safetensors file (never pickle); CheckpointError naming
+    `what` and the file when it is missing or unreadable."""
     from safetensors import SafetensorError, safe_open
 
+    if not Path(path).is_file():
+        raise CheckpointError(f"{what} {path}: no such file")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except SafetensorError as error:
-        raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({error})") from None
+            return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{what} {path}: not a readable safetensors file ({error})") from None
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], MQCSAMConfig | None, str]:
+    tensors, metadata = read_safetensors(path)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: metadata format expected {FORMAT!r}, got {metadata.get('format')!r}")
     return tensors, MQCSAMConfig.from_json(metadata["config"], str(path)), "mqc-edge"

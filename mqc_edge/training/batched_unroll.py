@@ -91,7 +91,7 @@ class BatchedSAM2Unroller:
         """The encoder's outputs of each object's clip, `[N, T, ...]` (`feat [N, T, C, h, w]`, `fpn0`,
         `fpn1` alike) -> per object, one `FrameOutput` per frame (as `ClipUnroller.objects`)."""
         per_frame = self.frames(feat, fpn0, fpn1, start)
-        return [[_one(out, n) for out in per_frame] for n in range(feat.shape[0])]
+        return [[out.of_object(n) for out in per_frame] for n in range(feat.shape[0])]
 
     def frames(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor, start: BatchedStart) -> list[FrameOutput]:
         """As `__call__`, batched: one `FrameOutput` per frame whose tensors lead with the N objects
@@ -111,7 +111,7 @@ class BatchedSAM2Unroller:
                 feat_t, bank.memory.stacked(), slots["memory_tpos"], slots["memory_valid"],
                 bank.obj_ptrs.stacked(), slots["obj_ptr_tpos"], slots["obj_ptr_valid"],
             )
-            out = self._decode(conditioned, fpn0_t, fpn1_t, *tracking, self.unroller._tracking_multimask())
+            out = self.unroller.decode_batch(conditioned, fpn0_t, fpn1_t, *tracking, self.unroller._tracking_multimask())
             binarize = torch.tensor(False, device=feat.device)
             memory = self.stages["memory_encoder"](feat[:, t], out.mask_lowres, out.object_score, binarize)
             bank.register_frame(t, memory, out.obj_ptr)
@@ -122,38 +122,18 @@ class BatchedSAM2Unroller:
         conditioned = self.stages["no_memory"](feat)
         prompt = start.prompt(self.geometry.image_size, self.geometry)
         sparse, dense = self._prompt(prompt, feat.device)
-        out = self._decode(conditioned, fpn0, fpn1, sparse, dense, self.config.multimask(prompt.num_points))
+        out = self.unroller.decode_batch(conditioned, fpn0, fpn1, sparse, dense, self.config.multimask(prompt.num_points))
         binarize = torch.tensor(self.config.binarize_prompted_memory, device=feat.device)
         return out, self.stages["memory_encoder"](feat, out.mask_lowres, out.object_score, binarize)
 
     def _tracking_prompt(self, objects: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        sparse, dense = self.unroller._prompt(PointPrompt.empty(TRACKING_PROMPT_TOKENS), device)
+        """The 'no point' prompt of tracked frames, encoded once for the whole batch."""
+        sparse, dense = self.unroller.prompt_embeddings(PointPrompt.empty(TRACKING_PROMPT_TOKENS), device)
         return sparse.expand(objects, -1, -1), dense.expand(objects, -1, -1, -1)
 
     def _prompt(self, prompt: PointPrompt, device: torch.device) -> tuple[Tensor, Tensor]:
-        size = self.geometry.image_size
-        objects = prompt.coords.shape[0]
-        sparse, dense, _ = self.stages["prompt_encoder"](
-            torch.from_numpy(prompt.coords).to(device), torch.from_numpy(prompt.labels).to(device),
-            torch.zeros(1, 1, size, size, device=device), torch.tensor(False, device=device),
-        )
-        return sparse, dense.expand(objects, -1, -1, -1)
-
-    def _decode(self, conditioned: Tensor, fpn0: Tensor, fpn1: Tensor, sparse: Tensor, dense: Tensor,
-                multimask: bool) -> FrameOutput:
-        objects = conditioned.shape[0]
-        flag = torch.full((objects,), multimask, device=conditioned.device)
-        masks, ious, mask, _, obj_ptr, object_score = self.stages["mask_decoder"](conditioned, fpn0, fpn1, sparse,
-                                                                                  dense, flag)
-        chosen = slice(1, None) if multimask else slice(0, 1)
-        return FrameOutput(masks[:, chosen], ious[:, chosen], object_score, mask, None, (), obj_ptr)
-
-
-def _one(out: FrameOutput, n: int) -> FrameOutput:
-    """Object n's frame output, shaped as `ClipUnroller`'s (hypotheses `[K, h, w]`, iou `[K]`)."""
-    conditioned = None if out.conditioned is None else out.conditioned[n:n + 1]
-    return FrameOutput(out.hypotheses[n], out.predicted_iou[n], out.object_score[n:n + 1],
-                       out.mask_lowres[n:n + 1], None, out.written, out.obj_ptr[n:n + 1], conditioned)
+        sparse, dense = self.unroller.prompt_embeddings(prompt, device)
+        return sparse, dense.expand(sparse.shape[0], -1, -1, -1)
 
 
 def stack_clip_features(feat: Tensor, fpn0: Tensor, fpn1: Tensor, frames: int,

@@ -31,6 +31,7 @@ import torch
 
 from mqc_edge.model.checkpoint import load_checkpoint
 from mqc_edge.model.mqc_sam import MQCSAM
+from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.training.clips import VALIDATION_SEED, ClipSampling, TextFeatureCache, sample_clip
 from mqc_edge.data.metrics import region_similarity
 from mqc_edge.training.trainer import clip_jf, upsampled
@@ -74,8 +75,6 @@ def identity_iou(model: MQCSAM, clips: int, frames: int) -> tuple[float, float, 
     """Tracked frames' mask IoU with the object's own ground truth and with another prompted object's
     of the same clip, averaged over ordered object pairs of the first `clips` validation clips that
     prompt several objects (box starts, SAM 2 mode) -> (own, other, pairs)."""
-    from mqc_edge.runtime.config import TrackerConfig
-
     unroller = ClipUnroller(model, TrackerConfig(mode="sam2"))
     sampling = ClipSampling(frames=frames, degraded_share=0.0, image_size=model.config.image_size,
                             start_shares=(0.0, 1.0, 0.0), max_objects=4)

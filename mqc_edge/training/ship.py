@@ -24,7 +24,7 @@ import torch
 
 from mqc_edge.atomic import write_atomically
 from mqc_edge.errors import CheckpointError, MqcEdgeError
-from mqc_edge.model.checkpoint import load_checkpoint, save_checkpoint
+from mqc_edge.model.checkpoint import load_checkpoint, read_safetensors, save_checkpoint
 
 PART_KEY = "part"
 """Metadata key of a part file: "i/n", i counted from 1."""
@@ -44,7 +44,7 @@ def split_checkpoint(path: Path, out_dir: Path, max_bytes: int = PART_BYTES) -> 
     """Write `path`'s tensors, each whole, into `out_dir/<stem>.part<i>.safetensors`, every file at
     most `max_bytes`; CheckpointError naming a tensor that cannot fit in a part on its own."""
     path = Path(path)
-    tensors, metadata = _read_safetensors(path)
+    tensors, metadata = read_safetensors(path)
     groups: list[dict[str, torch.Tensor]] = [{}]
     part_tag = f"{len(tensors)}/{len(tensors)}"  # the widest "i/n" these tensors can need
     fixed = _header_bytes({}, {**metadata, PART_KEY: part_tag})
@@ -77,7 +77,7 @@ def join_checkpoints(parts: list[Path], out: Path) -> Path:
     common: dict[str, str] | None = None
     total = None
     for part in map(Path, parts):
-        part_tensors, metadata = _read_safetensors(part)
+        part_tensors, metadata = read_safetensors(part)
         index, count = _part_number(part, metadata.pop(PART_KEY, None))
         if (total is not None and count != total) or (common is not None and metadata != common):
             raise CheckpointError(f"part {part}: not cut from the same file as {next(iter(seen.values()))}")
@@ -115,18 +115,6 @@ def _header_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) ->
     header.update({name: {"dtype": "?" * 12, "shape": list(tensor.shape), "data_offsets": [10**19, 10**19]}
                    for name, tensor in tensors.items()})
     return len(json.dumps(header, separators=(",", ":")).encode()) + 16
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import SafetensorError, safe_open
-
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
-    except SafetensorError as error:
-        raise CheckpointError(f"checkpoint {path}: not a readable safetensors file ({error})") from None
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:

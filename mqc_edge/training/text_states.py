@@ -43,6 +43,7 @@ from mqc_edge.data.synth.expressions import (
 )
 from mqc_edge.data.synth.targets import CATEGORY_COLORS
 from mqc_edge.errors import CheckpointError, ConfigError
+from mqc_edge.model.checkpoint import read_safetensors
 
 FORMAT = "mqc-edge-text-states/1"
 """`format` metadata value: tells this file from a model checkpoint, which is also .safetensors."""
@@ -128,20 +129,12 @@ class TextStates:
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a text-states file; CheckpointError naming the file otherwise."""
-    from safetensors import SafetensorError, safe_open
-
-    if not path.is_file():
-        raise CheckpointError(f"text states {path}: no such file (write it with `python -m mqc_edge.training.text_states`)")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"text states {path}: not a readable safetensors file ({error})") from None
+    tensors, metadata = read_safetensors(path, "text states")
     if metadata.get("format") != FORMAT or set(tensors) != {"hidden", "lengths"}:
         raise CheckpointError(
             f"text states {path}: expected format {FORMAT!r} with tensors hidden and lengths, "
-            f"got format {metadata.get('format')!r} with {sorted(tensors)[:4]}"
+            f"got format {metadata.get('format')!r} with {sorted(tensors)[:4]} "
+            "(write it with `python -m mqc_edge.training.text_states`)"
         )
     return tensors, metadata
 

@@ -93,6 +93,13 @@ class FrameOutput:
     obj_ptr: Tensor  # [1, hidden] object pointer, stored with the frame's memory
     conditioned: Tensor | None = None  # [1, hidden, h, w] memory attention's output (tracked frames only)
 
+    def of_object(self, n: int) -> FrameOutput:
+        """Object n of an output whose tensors lead with a batch of objects (`decode_batch`), shaped
+        as one object's: hypotheses `[K, h, w]`, predicted_iou `[K]`, the rest `[1, ...]`."""
+        conditioned = None if self.conditioned is None else self.conditioned[n:n + 1]
+        return FrameOutput(self.hypotheses[n], self.predicted_iou[n], self.object_score[n:n + 1],
+                           self.mask_lowres[n:n + 1], self.robustness, self.written, self.obj_ptr[n:n + 1], conditioned)
+
 
 class ClipUnroller:
     """Runs `model` over a clip as the Tracker would, keeping the graph for backpropagation."""
@@ -119,7 +126,7 @@ class ClipUnroller:
     def objects_from_features(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor,
                               starts: Sequence[Start]) -> list[list[FrameOutput]]:
         """`objects` on the image encoder's outputs of the clip (`[T, ...]` each), already computed."""
-        tracking = self._prompt(PointPrompt.empty(TRACKING_PROMPT_TOKENS), feat.device)
+        tracking = self.prompt_embeddings(PointPrompt.empty(TRACKING_PROMPT_TOKENS), feat.device)
         return [self._object(feat, fpn0, fpn1, tracking, start) for start in starts]
 
     def _object(self, feat: Tensor, fpn0: Tensor, fpn1: Tensor, tracking: tuple[Tensor, Tensor],
@@ -147,14 +154,16 @@ class ClipUnroller:
             box = start.box if start.kind == "box" else None
             points = start.point[None] if start.kind == "point" else None
             prompt = point_prompt(box, points, None if points is None else np.ones(1, np.int32), size, self.geometry)
-            sparse, dense = self._prompt(prompt, feat.device)
+            sparse, dense = self.prompt_embeddings(prompt, feat.device)
             num_points = prompt.num_points
         out = self._decode(conditioned, fpn0, fpn1, sparse, dense, self.config.multimask(num_points))
         binarize = torch.tensor(self.config.binarize_prompted_memory, device=feat.device)
         memory0 = self.stages["memory_encoder"](feat, out.mask_lowres, out.object_score, binarize)
         return out, memory0
 
-    def _prompt(self, prompt: PointPrompt, device: torch.device) -> tuple[Tensor, Tensor]:
+    def prompt_embeddings(self, prompt: PointPrompt, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The prompt encoder on `prompt` (coords `[B, P, 2]`) without a mask prompt -> sparse
+        `[B, P, C]`, dense `[1, C, h, w]` (the no-mask embedding, the same for every object)."""
         size = self.geometry.image_size
         sparse, dense, _ = self.stages["prompt_encoder"](
             torch.from_numpy(prompt.coords).to(device), torch.from_numpy(prompt.labels).to(device),
@@ -162,13 +171,19 @@ class ClipUnroller:
         )
         return sparse, dense
 
-    def _decode(self, conditioned: Tensor, fpn0: Tensor, fpn1: Tensor, sparse: Tensor, dense: Tensor,
-                multimask: bool) -> FrameOutput:
+    def decode_batch(self, conditioned: Tensor, fpn0: Tensor, fpn1: Tensor, sparse: Tensor, dense: Tensor,
+                     multimask: bool) -> FrameOutput:
+        """The mask decoder on a batch of objects -> their outputs, batch first (`of_object` takes one)."""
+        flag = torch.full((conditioned.shape[0],), multimask, device=conditioned.device)
         masks, ious, mask, _, obj_ptr, object_score = self.stages["mask_decoder"](
-            conditioned, fpn0, fpn1, sparse, dense, torch.tensor([multimask], device=conditioned.device)
+            conditioned, fpn0, fpn1, sparse, dense, flag
         )
         chosen = slice(1, None) if multimask else slice(0, 1)
-        return FrameOutput(masks[0, chosen], ious[0, chosen], object_score, mask, None, (), obj_ptr)
+        return FrameOutput(masks[:, chosen], ious[:, chosen], object_score, mask, None, (), obj_ptr)
+
+    def _decode(self, conditioned: Tensor, fpn0: Tensor, fpn1: Tensor, sparse: Tensor, dense: Tensor,
+                multimask: bool) -> FrameOutput:
+        return self.decode_batch(conditioned, fpn0, fpn1, sparse, dense, multimask).of_object(0)
 
     def _tracking_multimask(self) -> bool:
         return self.config.multimask_for_tracking and self.config.multimask(0)
