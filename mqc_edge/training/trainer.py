@@ -39,6 +39,7 @@ from mqc_edge.errors import CheckpointError, ConfigError
 from mqc_edge.model.checkpoint import TEXT_MODEL_PREFIX, save_checkpoint
 from mqc_edge.model.mqc_sam import MQCSAM, MQCSAMConfig
 from mqc_edge.runtime.config import TrackerConfig
+from mqc_edge.runtime.prompts import point_prompt
 from mqc_edge.training.clips import (
     TRAIN_SEED,
     VALIDATION_SEED,
@@ -49,6 +50,7 @@ from mqc_edge.training.clips import (
     sample_clip,
 )
 from mqc_edge.training.batched_unroll import BatchedSAM2Unroller, BatchedStart, stack_clip_features
+from mqc_edge.training.box_tokens import box_token_loss
 from mqc_edge.training.losses import FOCAL_WEIGHT, batch_frame_loss, frame_loss
 from mqc_edge.training.memory_read import MemoryReadHead, memory_read_loss
 from mqc_edge.training.unroll import ClipUnroller, FrameOutput, Start
@@ -84,6 +86,8 @@ class TrainConfig:
     memory_mask_gain: float = 1.0  # the memory encoder's response to the mask multiplied at step 0; 1: none
     batch_clips: int = 0  # 0: one clip per step (CPU); B: B clips per step, SAM 2 starts batched (GPU)
     memory_read_weight: float = 0.0  # auxiliary loss on memory attention's output (training/memory_read.py); 0: off
+    box_token_weight: float = 0.0  # auxiliary loss pulling text starts' fused sparse tokens toward the target box's
+    # prompt tokens (training/box_tokens.py); 0: off
     text_states: str | None = None  # precomputed language-model states (training/text_states.py) in place of
     # the language model, which is then never loaded (a GPU machine without the MiniLM weights)
     memory_curriculum: tuple[int, int] = (0, 0)  # (hold, fade) steps: tracked frames' image content held at 0,
@@ -286,6 +290,8 @@ class Trainer:
     def _objects_losses(self, outputs: list[list[FrameOutput]], objects) -> torch.Tensor:
         """Per object: `object_loss`, plus the memory-read loss when it is on -> `[objects]`."""
         losses = torch.stack([object_loss(out, obj.masks, self.config) for out, obj in zip(outputs, objects)])
+        if self.config.box_token_weight and outputs[0][0].prompt_sparse is not None:
+            losses = losses + self.config.box_token_weight * self._box_token_losses(outputs, objects)
         if self.memory_head is None or len(outputs[0]) < 2:
             return losses
         tracked = [torch.cat([out[t].conditioned for out in outputs]) for t in range(1, len(outputs[0]))]
@@ -320,6 +326,14 @@ class Trainer:
                     feat[frames_of], fpn0[frames_of], fpn1[frames_of], [self._start("text", obj) for obj in clip.objects])
                 losses.append(self._objects_losses(outputs, clip.objects))
         return torch.cat(losses)
+
+    def _box_token_losses(self, outputs: list[list[FrameOutput]], objects) -> torch.Tensor:
+        """Text starts: `box_token_loss` of each object's fused frame-0 tokens against its box's -> `[objects]`."""
+        size = (self.unroller.geometry.image_size,) * 2
+        with torch.no_grad():
+            boxes = [self.unroller.prompt_embeddings(point_prompt(obj.box, None, None, size, self.unroller.geometry),
+                                                     self.device)[0] for obj in objects]
+        return box_token_loss(torch.cat([out[0].prompt_sparse for out in outputs]), torch.cat(boxes))
 
     def _read_losses(self, tracked: list[torch.Tensor], own: np.ndarray, others: np.ndarray) -> torch.Tensor:
         """Memory-read loss per object, the mean over tracked frames: tracked[t - 1] memory attention's

@@ -92,13 +92,16 @@ class FrameOutput:
     written: tuple[str, ...]  # banks the frame entered
     obj_ptr: Tensor  # [1, hidden] object pointer, stored with the frame's memory
     conditioned: Tensor | None = None  # [1, hidden, h, w] memory attention's output (tracked frames only)
+    prompt_sparse: Tensor | None = None  # [1, K, C] the fusion's sparse prompt tokens (frame 0 of a text start)
 
     def of_object(self, n: int) -> FrameOutput:
         """Object n of an output whose tensors lead with a batch of objects (`decode_batch`), shaped
         as one object's: hypotheses `[K, h, w]`, predicted_iou `[K]`, the rest `[1, ...]`."""
         conditioned = None if self.conditioned is None else self.conditioned[n:n + 1]
+        sparse = None if self.prompt_sparse is None else self.prompt_sparse[n:n + 1]
         return FrameOutput(self.hypotheses[n], self.predicted_iou[n], self.object_score[n:n + 1],
-                           self.mask_lowres[n:n + 1], self.robustness, self.written, self.obj_ptr[n:n + 1], conditioned)
+                           self.mask_lowres[n:n + 1], self.robustness, self.written, self.obj_ptr[n:n + 1], conditioned,
+                           sparse)
 
 
 class ClipUnroller:
@@ -157,6 +160,8 @@ class ClipUnroller:
             sparse, dense = self.prompt_embeddings(prompt, feat.device)
             num_points = prompt.num_points
         out = self._decode(conditioned, fpn0, fpn1, sparse, dense, self.config.multimask(num_points))
+        if start.kind == "text":
+            out = dataclasses.replace(out, prompt_sparse=sparse)
         binarize = torch.tensor(self.config.binarize_prompted_memory, device=feat.device)
         memory0 = self.stages["memory_encoder"](feat, out.mask_lowres, out.object_score, binarize)
         return out, memory0
