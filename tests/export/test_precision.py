@@ -11,6 +11,7 @@ import pytest
 
 from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet, load_clips
 from mqc_edge.calibration.reader import record_stage_feeds, track_prompted
+from mqc_edge.export import gate_summary
 from mqc_edge.export.build import BuildConfig, build_precision
 from mqc_edge.errors import ConfigError
 from mqc_edge.export.precision import FP16_ISLANDS, Int8Plan, to_fp16, write_int8
@@ -72,6 +73,24 @@ def test_gate_refuses_a_build_outside_it(exported, tmp_path):
     assert "\n" not in str(error.value) and "outside its gate" in str(error.value)
     assert sorted(p.name for p in out.iterdir()) == ["build_report.json", "build_report.md"]
     assert json.loads((out / "build_report.json").read_text())["gate"]["passed"] is False
+
+
+def test_gate_summary_tables_a_failed_build_and_refuses_a_folder_without_a_report(exported, tmp_path, capsys):
+    out = tmp_path / "int8"
+    impossible = GateThresholds(mask_iou_mean=1.0, mask_iou_min=1.0, jf_delta_points=-1.0)
+    with pytest.raises(PrecisionGateError):
+        build_precision(BuildConfig(exported[0], out, "int8", stages=("memory_encoder",), calibration=CALIBRATION,
+                                    gate_clips=GATE_CLIPS, gate=impossible, threads=1))
+    report = json.loads((out / "build_report.json").read_text())
+    assert gate_summary.main([str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| int8 |")]
+    assert [row.split(" | ")[2] for row in rows] == ["mqc", "sam2"]
+    for row in rows:
+        mode = report["gate"]["modes"][row.split(" | ")[2]]
+        assert f"| {mode['mask_iou_mean']:.4f} | {mode['mask_iou_min']:.4f} |" in row and row.endswith("| FAIL |")
+    assert gate_summary.main([str(tmp_path / "absent")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "absent/build_report.json: not a build report" in error
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
