@@ -309,8 +309,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 _TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "clip_frames", "objects", "checkpoint_minutes",
                    "validate_every", "trainable", "focal_weight", "balanced_weight", "moga", "degraded_share",
                    "start_shares", "memory_curriculum", "batch_clips", "text_states",
-                   "memory_read_weight", "box_token_weight")
-_MODEL_SETTINGS = {"variant": "sam2_variant", "image_size": "image_size", "moga": "moga"}
+                   "memory_read_weight", "box_token_weight", "fusion_positional_values")
+_MODEL_SETTINGS = {"variant": "sam2_variant", "image_size": "image_size", "moga": "moga",
+                   "fusion_positional_values": "fusion_positional_values"}
 _SAMPLING_SETTINGS = {"clip_frames": "frames", "objects": "max_objects", "degraded_share": "degraded_share",
                       "start_shares": "start_shares"}
 
@@ -639,6 +640,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--moga", action="store_true", default=None,
                        help="switch on the MoGA adapters (RobustPVOS); with --init they start at zero, i.e. as the "
                             "checkpoint was; train them alone with --trainable moga.")
+    train.add_argument("--fusion-positional-values", action="store_true", default=None,
+                       help="the prompt fusion's text tokens read the image's positions with its content, so its "
+                            "sparse prompts can say where the target is (model/fusion.py); off in older checkpoints")
     train.add_argument("--degraded-share", type=float, default=None,
                        help="share of clips with noise/blur/haze/low light (default 0.3; 1.0 for MoGA)")
     train.add_argument("--start-shares", type=float, nargs=3, default=None, metavar=("TEXT", "BOX", "POINT"),

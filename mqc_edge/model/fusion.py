@@ -24,10 +24,15 @@ class FusedPrompts(NamedTuple):
 
 
 class _CrossAttentionBlock(nn.Module):
-    """Query tokens attend to context tokens: residual + LayerNorm, then MLP + residual + LayerNorm."""
+    """Query tokens attend to context tokens: residual + LayerNorm, then MLP + residual + LayerNorm.
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: int) -> None:
+    `positional_values`: the values are context + context_pos (as the keys), so what a query reads
+    says where it was read, not only what; off, the values are the context alone (SAM's two-way
+    transformer's choice, where position reaches queries and keys only)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int, positional_values: bool = False) -> None:
         super().__init__()
+        self.positional_values = positional_values
         self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
         self.norm_attention = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, dim * mlp_ratio), nn.GELU(), nn.Linear(dim * mlp_ratio, dim))
@@ -41,20 +46,21 @@ class _CrossAttentionBlock(nn.Module):
         context_pos: torch.Tensor,
         context_padding: torch.Tensor | None,
     ) -> torch.Tensor:
-        attended, _ = self.attention(
-            query + query_pos, context + context_pos, context, key_padding_mask=context_padding, need_weights=False
-        )
+        keys = context + context_pos
+        values = keys if self.positional_values else context
+        attended, _ = self.attention(query + query_pos, keys, values, key_padding_mask=context_padding, need_weights=False)
         query = self.norm_attention(query + attended)
         return self.norm_mlp(query + self.mlp(query))
 
 
 class _BidirectionalLayer(nn.Module):
-    """One round of image->text then text->image cross-attention."""
+    """One round of image->text then text->image cross-attention; `positional_values` (the text
+    reading the image's positions with its content) as `_CrossAttentionBlock`'s."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: int) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int, positional_values: bool = False) -> None:
         super().__init__()
         self.image_from_text = _CrossAttentionBlock(dim, num_heads, mlp_ratio)
-        self.text_from_image = _CrossAttentionBlock(dim, num_heads, mlp_ratio)
+        self.text_from_image = _CrossAttentionBlock(dim, num_heads, mlp_ratio, positional_values)
 
     def forward(
         self, image: torch.Tensor, image_pos: torch.Tensor, text: torch.Tensor, text_padding: torch.Tensor
@@ -66,14 +72,20 @@ class _BidirectionalLayer(nn.Module):
 
 
 class PromptFusion(nn.Module):
-    """Text tokens + image features `[B, C, h, w]` -> sparse `[B, K, C]` and dense `[B, C, h, w]` prompts."""
+    """Text tokens + image features `[B, C, h, w]` -> sparse `[B, K, C]` and dense `[B, C, h, w]` prompts.
+
+    `positional_values`: the text tokens read the image's positional encoding with its content, so
+    the sparse prompts can say where the referred object is (as a box prompt's corner tokens do);
+    off in checkpoints written before it existed (MQCSAMConfig.fusion_positional_values)."""
 
     def __init__(
-        self, dim: int = 256, num_layers: int = 2, num_heads: int = 8, num_sparse_tokens: int = 2, mlp_ratio: int = 4
+        self, dim: int = 256, num_layers: int = 2, num_heads: int = 8, num_sparse_tokens: int = 2, mlp_ratio: int = 4,
+        positional_values: bool = False,
     ) -> None:
         super().__init__()
         self.num_sparse_tokens = num_sparse_tokens
-        self.layers = nn.ModuleList(_BidirectionalLayer(dim, num_heads, mlp_ratio) for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            _BidirectionalLayer(dim, num_heads, mlp_ratio, positional_values) for _ in range(num_layers))
         self.to_sparse = nn.Linear(dim, num_sparse_tokens * dim)
         self.sparse_queries = nn.Parameter(torch.zeros(num_sparse_tokens, dim))
         self.to_dense = nn.Linear(dim, dim)

@@ -54,6 +54,8 @@ class MQCSAMConfig:
     fusion_heads: int = 8  # as SAM's two-way transformer
     fusion_mlp_ratio: int = 4  # MLP width / 256 in each fusion block (the transformer default)
     sparse_prompt_tokens: int = 2  # as many tokens as a SAM box prompt
+    fusion_positional_values: bool = False  # the fusion's text reads image positions too (fusion.PromptFusion);
+    # off in files written before it existed
     moga: bool = False  # RobustPVOS adapters are optional, off by default
     moga_components: int = 4  # rank-1 components per projection (ours)
     robustness_hidden: int = 64  # S_robust MLP width (ours, tiny on purpose)
@@ -113,7 +115,8 @@ class MQCSAM(nn.Module):
         model_path = Path(config.text_model_path) if config.text_model_path is not None else None
         self.text_encoder = TextEncoder(model_path, config.max_text_tokens, prompt_dim=width, language_model=text_model)
         self.fusion = PromptFusion(
-            width, config.fusion_layers, config.fusion_heads, config.sparse_prompt_tokens, config.fusion_mlp_ratio
+            width, config.fusion_layers, config.fusion_heads, config.sparse_prompt_tokens, config.fusion_mlp_ratio,
+            config.fusion_positional_values,
         )
         self.dami = DAMIMemoryAttention(config.memory_split)
         self.robustness = RobustnessScorer(width, config.robustness_hidden)

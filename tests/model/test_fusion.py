@@ -109,3 +109,38 @@ def test_bad_prompts_and_frames_are_typed_errors(mqc_model):
         mqc_model.segment_first_frame_from_text(torch.zeros(1, 3, 64, 64), "a plane")
     with pytest.raises(PromptError, match="at most 16"):
         mqc_model.segment_first_frame_from_text(torch.zeros(1, 3, size, size), "a very " * 20 + "plane")
+
+
+@torch.no_grad()
+def test_positional_values_let_the_text_read_where_the_image_content_is():
+    """On a content-free image (every cell alike) the text reads the same value wherever it attends,
+    unless the values carry the positions (`positional_values`)."""
+    from mqc_edge.model.fusion import _CrossAttentionBlock
+
+    torch.manual_seed(0)
+    text = torch.randn(1, 4, 256)
+    flat = torch.randn(1, 1, 256).expand(1, 64, 256)
+    pos, other_pos = torch.randn(1, 64, 256), torch.randn(1, 64, 256)
+    no_pos = torch.zeros_like(text)
+    blind, seeing = _CrossAttentionBlock(256, 8, 2).eval(), _CrossAttentionBlock(256, 8, 2, positional_values=True).eval()
+    seeing.load_state_dict(blind.state_dict())
+    assert torch.allclose(blind(text, no_pos, flat, pos, None), blind(text, no_pos, flat, other_pos, None), atol=1e-5)
+    assert (seeing(text, no_pos, flat, pos, None) - seeing(text, no_pos, flat, other_pos, None)).abs().max() > 1e-2
+    image, image_pos, tokens, mask = _inputs()
+    off, on = PromptFusion(num_layers=1), PromptFusion(num_layers=1, positional_values=True)
+    on.load_state_dict(off.state_dict())  # no new parameters: the same weights read either way
+    assert (off(image, image_pos, tokens, mask).sparse - on(image, image_pos, tokens, mask).sparse).abs().max() > 1e-3
+
+
+def test_checkpoints_written_before_positional_values_read_as_off():
+    import dataclasses
+    import json
+
+    from mqc_edge.model.default_config import DEFAULT_MODEL_CONFIG
+    from mqc_edge.model.mqc_sam import MQCSAMConfig
+
+    saved = json.loads(DEFAULT_MODEL_CONFIG.to_json())
+    saved.pop("fusion_positional_values")
+    assert MQCSAMConfig.from_json(json.dumps(saved), "old.safetensors").fusion_positional_values is False
+    on = dataclasses.replace(DEFAULT_MODEL_CONFIG, fusion_positional_values=True)
+    assert MQCSAMConfig.from_json(on.to_json(), "new.safetensors") == on
