@@ -25,5 +25,6 @@ build bf16-plan --precision bf16 --stages $BF16_PLAN
 build int8 --precision int8
 build mixed --precision mixed
 build int8-dynamic --precision int8 --int8-scheme dynamic
+build mixed-dynamic --precision mixed --int8-scheme dynamic
 .venv/bin/python -m mqc_edge.export.gate_summary "$OUT"/fp16 "$OUT"/bf16 "$OUT"/bf16-plan "$OUT"/int8 \
-    "$OUT"/mixed "$OUT"/int8-dynamic | tee "$OUT/gates.md"
+    "$OUT"/mixed "$OUT"/int8-dynamic "$OUT"/mixed-dynamic | tee "$OUT/gates.md"
