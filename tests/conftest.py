@@ -25,7 +25,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, dict]
     root = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
     checkpoint = root / "mqc.safetensors"
-    save_checkpoint(MQCSAM(MQCSAMConfig(image_size=IMAGE_SIZE, max_text_tokens=16)), checkpoint)
+    # the shipped default's fusion reads positions (fusion_positional_values): its export is what parity checks
+    save_checkpoint(MQCSAM(MQCSAMConfig(image_size=IMAGE_SIZE, max_text_tokens=16, fusion_positional_values=True)),
+                    checkpoint)
     texts = root / "expressions.txt"
     texts.write_text("\n".join(EXPRESSIONS) + "\n\n")
     out = root / "model"
