@@ -288,7 +288,8 @@ class Trainer:
         return self._objects_losses(outputs, clip.objects)
 
     def _objects_losses(self, outputs: list[list[FrameOutput]], objects) -> torch.Tensor:
-        """Per object: `object_loss`, plus the memory-read loss when it is on -> `[objects]`."""
+        """Per object: `object_loss`, plus the box-token loss (text starts) and the memory-read loss when
+        they are on -> `[objects]`."""
         losses = torch.stack([object_loss(out, obj.masks, self.config) for out, obj in zip(outputs, objects)])
         if self.config.box_token_weight and outputs[0][0].prompt_sparse is not None:
             losses = losses + self.config.box_token_weight * self._box_token_losses(outputs, objects)
