@@ -2,9 +2,10 @@
 
     python -m mqc_edge.export.gate_summary DIR2 [DIR2 ...]
 
-One row per build and mode (per-frame mask IoU with the FP32 export, mean and min; max logit
-error; J&F of both against the ground truth and the delta in points; the verdict), then, for a
-build that measured it (`mixed`), one row per stage quantized alone. This is how docs/precision.md's
+One row per build and mode, the build report's own gate row (`precision_gate.format_gate`: frames,
+per-frame mask IoU with the FP32 export, mean and min; max logit error; J&F of both against the
+ground truth and the delta in points; the verdict), then, for a build that measured it (`mixed`),
+one row per stage quantized alone and mode. This is how docs/precision.md's
 tables are made (scripts/precision_gates.sh).
 
 Raises BuildReportError (exit 2, one line) for a folder without a readable build report.
@@ -19,12 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from mqc_edge.errors import MqcEdgeError
+from mqc_edge.export.precision_gate import format_gate
 
 REPORT_FILE = "build_report.json"
-HEADER = ["| build | precision | mode | IoU mean | IoU min | max logit err | J&F FP32 | J&F build | delta (pts) | gate |",
-          "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
-SENSITIVITY_HEADER = ["| build | stage alone | mode | IoU mean | IoU min | delta (pts) | within gate |",
-                      "|---|---|---|---:|---:|---:|---|"]
+PREFIX_HEADER = "| build | precision "
+SENSITIVITY_PREFIX_HEADER = "| build | stage alone "
 
 
 class BuildReportError(MqcEdgeError):
@@ -42,38 +42,33 @@ def read_report(folder: Path) -> dict[str, Any]:
     return report
 
 
-def _delta(mode: dict[str, Any]) -> str:
-    return "-" if mode["jf_delta_points"] is None else f"{mode['jf_delta_points']:+.3f}"
-
-
-def _jf(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _header(prefix: str) -> list[str]:
+    """`format_gate`'s header and rule with the columns of `prefix` in front."""
+    header, rule = format_gate({"modes": {}})
+    return [prefix + header, "|---" * prefix.count("|") + rule]
 
 
 def gate_rows(name: str, report: dict[str, Any]) -> list[str]:
-    """One markdown row per mode of the build's own gate."""
-    precisions = sorted(set(report["stages"].values()))
-    return [f"| {name} | {'/'.join(precisions)} | {mode} | {m['mask_iou_mean']:.4f} | {m['mask_iou_min']:.4f} | "
-            f"{m['max_logit_abs']:.3g} | {_jf(m['jf_reference'])} | {_jf(m['jf_candidate'])} | {_delta(m)} | "
-            f"{'pass' if m['passed'] else 'FAIL'} |"
-            for mode, m in sorted(report["gate"]["modes"].items())]
+    """The build's own gate, one markdown row per mode (`format_gate`'s) after its name and precisions."""
+    precisions = "/".join(sorted(set(report["stages"].values())))
+    table = format_gate(report["gate"])
+    return [f"| {name} | {precisions} " + row for row in table[2:]]
 
 
 def sensitivity_rows(name: str, report: dict[str, Any]) -> list[str]:
-    """One markdown row per stage and mode of the build's per-stage sensitivity (empty when not measured)."""
-    return [f"| {name} | {stage} | {mode} | {m['mask_iou_mean']:.4f} | {m['mask_iou_min']:.4f} | {_delta(m)} | "
-            f"{'yes' if sens['passed'] else 'no'} |"
-            for stage, sens in (report.get("sensitivity") or {}).items()
-            for mode, m in sorted(sens["modes"].items())]
+    """Per stage quantized alone (a `mixed` build's sensitivity; empty when not measured): one row per mode
+    after the build's name and the stage with its verdict."""
+    return [f"| {name} | {stage} ({'within' if sens['passed'] else 'outside'}) " + row
+            for stage, sens in (report.get("sensitivity") or {}).items() for row in format_gate(sens)[2:]]
 
 
 def summary(folders: list[Path]) -> str:
     """The markdown tables of `folders`' builds (module docstring)."""
     reports = [(folder.name, read_report(folder)) for folder in folders]
-    lines = [*HEADER, *(row for name, report in reports for row in gate_rows(name, report))]
+    lines = _header(PREFIX_HEADER) + [row for name, report in reports for row in gate_rows(name, report)]
     sensitivity = [row for name, report in reports for row in sensitivity_rows(name, report)]
     if sensitivity:
-        lines += ["", *SENSITIVITY_HEADER, *sensitivity]
+        lines += ["", *_header(SENSITIVITY_PREFIX_HEADER), *sensitivity]
     return "\n".join(lines) + "\n"
 
 
