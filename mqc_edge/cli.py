@@ -230,7 +230,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         calibration=ClipSet(source=args.calib, clips=args.calib_clips, frames=args.calib_frames, seed=CALIBRATION_SEED),
         gate_clips=ClipSet(clips=args.gate_clips, frames=args.gate_frames),
         int8=Int8Plan(method=args.method, scheme=args.int8_scheme, activation_matmuls=args.int8_activation_matmuls),
-        threads=args.threads, force=args.force,
+        threads=args.threads, force=args.force, node_search=args.node_search,
     )
     report = build_precision(config)
     for mode, gate in report["gate"]["modes"].items():
@@ -543,6 +543,9 @@ def _add_build_parser(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--int8-activation-matmuls", action="store_true",
                        help="dynamic scheme: quantize the MatMuls between two activations too (attention QK^T and "
                             "AV), both sides per call")
+    build.add_argument("--node-search", action="store_true",
+                       help="mixed: a stage outside the gate alone gets its most INT8-sensitive weight nodes left FP32 "
+                       "(top 1, 2, 4, ... of a ranking on the calibration clips, up to half) until it is within the gate")
     build.add_argument("--gate-clips", type=int, default=4, help="held-out clips of the accuracy gate")
     build.add_argument("--gate-frames", type=int, default=16, help="frames per gate clip")
     build.add_argument("--threads", type=int, default=2, help="onnxruntime threads (calibration, gate, timings)")

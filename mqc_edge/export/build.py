@@ -5,7 +5,9 @@ signatures), every stage's precision recorded, and `build_report.json` / `.md`: 
 converted, how it was calibrated, and the accuracy gate against the FP32 export on held-out
 clips (export/precision_gate.py). A build outside its gate writes only the reports and raises
 `PrecisionGateError`, unless forced. `mixed` quantizes each stage alone first (per-stage
-sensitivity) and keeps INT8 only where that stage alone stays within the INT8 gate. A BF16
+sensitivity) and keeps INT8 only where that stage alone stays within the INT8 gate; with
+`node_search`, a stage outside it gets its most sensitive nodes left FP32 until it is within
+(export/node_sensitivity.py), and stays FP32 only when half its nodes do not suffice. A BF16
 build's gate runs its emulation (export/bf16_emulation.py): onnxruntime's CPU provider has no
 BF16 kernels, so the BF16 graphs it writes are for TensorRT and CUDA.
 """
@@ -13,6 +15,7 @@ BF16 kernels, so the BF16 graphs it writes are for TensorRT and CUDA.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -25,9 +28,10 @@ import onnxruntime
 
 from mqc_edge.atomic import write_text_atomically
 from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet, load_clips
-from mqc_edge.calibration.reader import record_stage_feeds
+from mqc_edge.calibration.reader import Feeds, record_stage_feeds
 from mqc_edge.errors import ConfigError
 from mqc_edge.export.bf16_emulation import write_bf16_emulation
+from mqc_edge.export.node_sensitivity import rank_nodes, smallest_passing_exclusion, write_quantized
 from mqc_edge.export.precision import (PRECISIONS, Fp16Plan, Int8Plan, quantizable, write_bf16, write_fp16, write_int8,
                                        write_int8_dynamic)
 from mqc_edge.export.precision_gate import (
@@ -56,6 +60,7 @@ class BuildConfig:
     gate: GateThresholds | None = None  # None: GATES[precision]
     threads: int = 2  # onnxruntime intra-op threads for calibration, gate and timings
     force: bool = False  # write the export even outside the gate
+    node_search: bool = False  # mixed: a stage outside the gate alone gets its most sensitive nodes left FP32
 
 
 @dataclass
@@ -65,6 +70,7 @@ class _Plan:
     graphs: dict[str, tuple[Path, str]] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     calibration: dict[str, Any] | None = None
+    feeds: dict[str, list[Feeds]] | None = None  # the calibration clips' stage feeds, where recorded
     gate_graphs: dict[str, tuple[Path, str]] | None = None  # what the gate runs instead of `graphs` (BF16: emulation)
 
 
@@ -84,19 +90,20 @@ def build_precision(config: BuildConfig) -> dict[str, Any]:
     config.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{config.out.name}-", dir=config.out.parent) as scratch:
         plan = _convert(config, source, stages, Path(scratch))
-        sensitivity = None
+        judged = (reference, clips, gate)
+        sensitivity, node_search, dropped = None, None, None
         if config.precision == "mixed":
-            sensitivity = _sensitivity(config, source, plan, reference, clips, gate, Path(scratch))
-            plan.graphs = {s: g for s, g in plan.graphs.items() if sensitivity[s]["passed"]}
-        staging = _assemble(Path(scratch) / "build", source, plan.graphs, {})
-        gated = staging if plan.gate_graphs is None else _assemble(Path(scratch) / "gated", source, plan.gate_graphs, {})
-        candidate = track_all(gated, clips, config.threads)
+            sensitivity, node_search = _choose_stages(config, source, plan, judged, Path(scratch))
+            staging, candidate, verdict, dropped = _fit_combination(config, source, plan, sensitivity, judged,
+                                                                    Path(scratch))
+        else:
+            staging, candidate, verdict = _stage_and_gate(config, source, plan, judged, Path(scratch) / "build")
         report = {
             "precision": config.precision, "model_dir": str(config.model_dir), "out": str(config.out),
             "stages": {name: plan.graphs.get(name, (None, "fp32"))[1] for name in source.content["stages"]},
             "notes": plan.notes, "plan": _plan_record(config), "calibration": plan.calibration,
             "gate_clips": {**asdict(config.gate_clips), "source": _str(config.gate_clips.source)},
-            "gate": gate_report(reference, candidate, clips, gate), "sensitivity": sensitivity,
+            "gate": verdict, "sensitivity": sensitivity, "node_search": node_search, "dropped": dropped,
             "stage_ms": {"fp32": stage_ms(reference), "build": stage_ms(candidate)},
             "gate_runs": "build" if plan.gate_graphs is None else EMULATED_GATE,
             "threads": config.threads, "build_seconds": time.perf_counter() - started,
@@ -112,6 +119,58 @@ def build_precision(config: BuildConfig) -> dict[str, Any]:
         raise PrecisionGateError(f"{config.precision} build of {config.model_dir} is outside its gate "
                                  f"({_verdict(report['gate'])}); reports in {config.out}, --force to keep it")
     return report
+
+
+def _stage_and_gate(config: BuildConfig, source: Manifest, plan: _Plan, judged: tuple[Runs, list, GateThresholds],
+                    target: Path) -> tuple[Path, Runs, dict[str, Any]]:
+    """`plan` assembled at `target`, tracked over the gate clips (its emulation for BF16), gated."""
+    reference, clips, gate = judged
+    staging = _assemble(target, source, plan.graphs, {})
+    gated = staging if plan.gate_graphs is None else _assemble(target.with_name(f"{target.name}-gated"), source,
+                                                                plan.gate_graphs, {})
+    candidate = track_all(gated, clips, config.threads)
+    return staging, candidate, gate_report(reference, candidate, clips, gate)
+
+
+def _choose_stages(config: BuildConfig, source: Manifest, plan: _Plan, judged: tuple[Runs, list, GateThresholds],
+                   scratch: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]] | None]:
+    """Mixed: every converted stage gated alone; with `node_search` the ones outside get nodes left
+    FP32 (`_search_nodes`); `plan` keeps the stages within the gate alone. Returns the per-stage
+    reports and the node search's."""
+    sensitivity = _sensitivity(config, source, plan, judged, scratch)
+    node_search = _search_nodes(config, source, plan, sensitivity, judged, scratch) if config.node_search else None
+    for name, result in (node_search or {}).items():
+        if result["excluded_nodes"]:
+            result["all_nodes_gate"] = sensitivity[name]
+            sensitivity[name] = {**result["tries"][-1]["gate"], "fp32_nodes": result["excluded_nodes"]}
+    plan.graphs = {name: graph for name, graph in plan.graphs.items() if sensitivity[name]["passed"]}
+    return sensitivity, node_search
+
+
+def _fit_combination(config: BuildConfig, source: Manifest, plan: _Plan, alone: dict[str, dict[str, Any]],
+                     judged: tuple[Runs, list, GateThresholds], scratch: Path
+                     ) -> tuple[Path, Runs, dict[str, Any], list[dict[str, Any]]]:
+    """Mixed: the stages within the gate alone can add up to a combination outside it. While it is
+    outside, the INT8 stage that costs the failing modes the most IoU per ms it saves (its alone
+    figures, `_cost_per_ms`) goes back to FP32 and the rest is gated again. Returns the staged
+    export, its runs, its gate, and every dropped stage with the gate that dropped it."""
+    fp32_ms = stage_ms(judged[0])
+    dropped: list[dict[str, Any]] = []
+    while True:
+        staging, candidate, verdict = _stage_and_gate(config, source, plan, judged, scratch / f"build-{len(dropped)}")
+        if verdict["passed"] or not plan.graphs:
+            return staging, candidate, verdict, dropped
+        failing = [mode for mode, m in verdict["modes"].items() if not m["passed"]]
+        victim = max(plan.graphs, key=lambda name: _cost_per_ms(alone[name], failing, fp32_ms.get(name, 0.0)))
+        dropped.append({"stage": victim, "gate": verdict})
+        del plan.graphs[victim]
+
+
+def _cost_per_ms(alone: dict[str, Any], failing: list[str], fp32_ms: float) -> float:
+    """A stage's harm to the failing modes (1 - its alone IoU mean, worst mode) per ms its INT8
+    saves against FP32 (a saving of 1 us or less counts as 1 us)."""
+    harm = max((1.0 - alone["modes"][mode]["mask_iou_mean"] for mode in failing if mode in alone["modes"]), default=0.0)
+    return harm / max(fp32_ms - alone["stage_ms"], 1e-3)
 
 
 def _require_fp32(source: Manifest) -> None:
@@ -147,12 +206,7 @@ def _convert(config: BuildConfig, source: Manifest, stages: list[str], scratch: 
         return _convert_bf16(config, source, stages, folder, plan)
     if config.int8.scheme == "dynamic":
         return _convert_dynamic(config, source, stages, folder, plan)
-    backend = OrtBackend(source.root, threads=config.threads)
-    clips = load_clips(config.calibration, source.geometry.image_size)
-    feeds = record_stage_feeds(backend, clips, tokenizer_of(backend))
-    plan.calibration = {**asdict(config.calibration), "source": _str(config.calibration.source),
-                        "clips_used": [clip.name for clip in clips],
-                        "calls_per_stage": {name: len(feeds.get(name, [])) for name in stages}}
+    feeds = _record_feeds(config, source, stages, plan, "INT8 scales")
     for name in stages:
         if _note_unquantizable(config, source, name, plan):
             continue
@@ -162,6 +216,19 @@ def _convert(config: BuildConfig, source: Manifest, stages: list[str], scratch: 
         write_int8(source.stage_file(name), folder / f"{name}.onnx", feeds[name], config.int8)
         plan.graphs[name] = (folder / f"{name}.onnx", config.int8.stage_precision)
     return plan
+
+
+def _record_feeds(config: BuildConfig, source: Manifest, stages: list[str], plan: _Plan,
+                  use: str) -> dict[str, list[Feeds]]:
+    """The calibration clips' stage feeds through the FP32 pipeline, kept in `plan` and recorded
+    in its calibration entry (`use`: what they are for)."""
+    backend = OrtBackend(source.root, threads=config.threads)
+    clips = load_clips(config.calibration, source.geometry.image_size)
+    plan.feeds = record_stage_feeds(backend, clips, tokenizer_of(backend))
+    plan.calibration = {**asdict(config.calibration), "source": _str(config.calibration.source), "used_for": use,
+                        "clips_used": [clip.name for clip in clips],
+                        "calls_per_stage": {name: len(plan.feeds.get(name, [])) for name in stages}}
+    return plan.feeds
 
 
 def _convert_bf16(config: BuildConfig, source: Manifest, stages: list[str], folder: Path, plan: _Plan) -> _Plan:
@@ -196,14 +263,54 @@ def _note_unquantizable(config: BuildConfig, source: Manifest, name: str, plan: 
     return True
 
 
-def _sensitivity(config: BuildConfig, source: Manifest, plan: _Plan, reference: Runs, clips: list,
-                 gate: GateThresholds, scratch: Path) -> dict[str, dict[str, Any]]:
-    """Each converted stage alone in INT8, the rest FP32: its end-to-end gate report."""
-    reports = {}
-    for name, graph in plan.graphs.items():
-        trial = _assemble(scratch / f"only-{name}", source, {name: graph}, {})
-        reports[name] = gate_report(reference, track_all(trial, clips, config.threads), clips, gate)
-    return reports
+def _sensitivity(config: BuildConfig, source: Manifest, plan: _Plan, judged: tuple[Runs, list, GateThresholds],
+                 scratch: Path) -> dict[str, dict[str, Any]]:
+    """Each converted stage alone in INT8, the rest FP32: its end-to-end gate report and its ms."""
+    return {name: _gate_alone(config, source, name, graph, judged, scratch / f"only-{name}")
+            for name, graph in plan.graphs.items()}
+
+
+def _gate_alone(config: BuildConfig, source: Manifest, name: str, graph: tuple[Path, str],
+                judged: tuple[Runs, list, GateThresholds], target: Path) -> dict[str, Any]:
+    """Stage `name` as `graph`, every other stage FP32: the gate report, plus the stage's median ms."""
+    reference, clips, gate = judged
+    runs = track_all(_assemble(target, source, {name: graph}, {}), clips, config.threads)
+    return {**gate_report(reference, runs, clips, gate), "stage_ms": stage_ms(runs).get(name, 0.0)}
+
+
+def _search_nodes(config: BuildConfig, source: Manifest, plan: _Plan, sensitivity: dict[str, dict[str, Any]],
+                  judged: tuple[Runs, list, GateThresholds], scratch: Path) -> dict[str, dict[str, Any]]:
+    """Each converted stage outside the gate alone: its weight nodes ranked on the calibration
+    feeds, then the top 1, 2, 4, ... left FP32 until the stage alone passes the gate
+    (node_sensitivity.py); a passing graph replaces the stage's in `plan`. Per stage: the ranking,
+    every try's gate report, and the excluded nodes (None: no try passed)."""
+    failing = [name for name in plan.graphs if not sensitivity[name]["passed"]]
+    feeds = plan.feeds if plan.feeds is not None or not failing else _record_feeds(
+        config, source, list(plan.graphs), plan, "ranking nodes by INT8 sensitivity")
+    return {name: _search_stage(config, source, plan, name, feeds.get(name, []), judged, scratch) for name in failing}
+
+
+def _search_stage(config: BuildConfig, source: Manifest, plan: _Plan, name: str, feeds: list[Feeds],
+                  judged: tuple[Runs, list, GateThresholds], scratch: Path) -> dict[str, Any]:
+    if not feeds:
+        return {"ranking": [], "tries": [], "excluded_nodes": None,
+                "note": "never called on the calibration clips: no feeds to rank its nodes on"}
+    ranking = rank_nodes(source.stage_file(name), feeds, config.int8, config.threads)
+    precision = plan.graphs[name][1]
+    tries: list[dict[str, Any]] = []
+
+    def passes(excluded: tuple[str, ...]) -> bool:
+        graph = scratch / "graphs" / f"{name}-{len(excluded)}-fp32-nodes.onnx"
+        write_quantized(source.stage_file(name), graph, feeds, dataclasses.replace(config.int8, excluded_nodes=excluded))
+        report = _gate_alone(config, source, name, (graph, precision), judged, scratch / f"only-{name}-{len(excluded)}")
+        tries.append({"excluded": list(excluded), "gate": report})
+        if report["passed"]:
+            plan.graphs[name] = (graph, precision)
+        return report["passed"]
+
+    chosen = smallest_passing_exclusion(ranking, passes)
+    return {"ranking": [asdict(item) for item in ranking], "tries": tries,
+            "excluded_nodes": None if chosen is None else list(chosen)}
 
 
 def _assemble(target: Path, source: Manifest, graphs: dict[str, tuple[Path, str]], record: dict[str, Any],
@@ -235,6 +342,8 @@ def _plan_record(config: BuildConfig) -> dict[str, Any]:
     if config.precision == "bf16":
         plan["bf16"] = {"from": "the fp16 plan's graph, 16-bit type swapped, weights rounded from FP32",
                         "gate_runs": EMULATED_GATE}
+    if config.precision == "mixed":
+        plan["node_search"] = config.node_search
     if config.precision in ("int8", "mixed") and config.int8.scheme == "static":
         plan["int8"] = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                         "activations": "uint8 per tensor", "weights": "int8", **asdict(config.int8)}
@@ -250,6 +359,8 @@ def _manifest_record(report: dict[str, Any]) -> dict[str, Any]:
     return {"precision": report["precision"], "plan": report["plan"], "calibration": report["calibration"],
             "gate": {"passed": gate["passed"], "thresholds": gate["thresholds"],
                      "modes": gate["modes"]},
+            "fp32_nodes": {stage: result["excluded_nodes"] for stage, result in (report["node_search"] or {}).items()
+                           if result["excluded_nodes"]},
             "report": f"{REPORT_NAME}.json"}
 
 
@@ -277,13 +388,41 @@ def format_report(report: dict[str, Any]) -> str:
     for stage in sorted(set(fp32_ms) | set(report["stages"])):
         lines.append(f"| {stage} | {report['stages'].get(stage, '-')} | {fp32_ms.get(stage, float('nan')):.2f} | "
                      f"{build_ms.get(stage, float('nan')):.2f} |")
+    for drop in report.get("dropped") or []:
+        failing = ", ".join(f"{mode} IoU mean {m['mask_iou_mean']:.4f}" for mode, m in drop["gate"]["modes"].items()
+                            if not m["passed"])
+        lines.append(f"- {drop['stage']} back to FP32: the combination with it was outside the gate ({failing})")
     if report["sensitivity"]:
         lines += ["", "Per-stage sensitivity (this stage alone INT8):", ""]
         for stage, sens in report["sensitivity"].items():
-            lines += [f"### {stage}: {'within' if sens['passed'] else 'outside'} the gate", "", *format_gate(sens), ""]
+            nodes = f" with {len(sens['fp32_nodes'])} weight nodes FP32 (node sensitivity)" if "fp32_nodes" in sens else ""
+            lines += [f"### {stage}{nodes}: {'within' if sens['passed'] else 'outside'} the gate", "",
+                      *format_gate(sens), ""]
+    lines += _format_node_search(report.get("node_search"))
     for stage, note in report["notes"].items():
         lines.append(f"- {stage}: {note}")
     return "\n".join(lines) + "\n"
+
+
+def _format_node_search(search: dict[str, dict[str, Any]] | None, shown: int = 8) -> list[str]:
+    """Per stage outside the gate alone: every try (nodes left FP32, verdict, IoU mean per mode),
+    the verdict, and the `shown` most sensitive nodes."""
+    lines = []
+    for stage, result in (search or {}).items():
+        excluded = result["excluded_nodes"]
+        names = {item["node"]: item["parameter"] for item in result["ranking"]}
+        verdict = (f"INT8 with {len(excluded)} of {len(result['ranking'])} weight nodes FP32: "
+                   f"{', '.join(names[node] for node in excluded)}"
+                   if excluded else f"stays FP32 ({result.get('note', 'no try passed')})")
+        lines += ["", f"### Node sensitivity, {stage}: {verdict}", "",
+                  "| nodes FP32 | gate | IoU mean per mode |", "|---:|---|---|"]
+        for attempt in result["tries"]:
+            modes = ", ".join(f"{mode} {m['mask_iou_mean']:.4f}" for mode, m in attempt["gate"]["modes"].items())
+            lines.append(f"| {len(attempt['excluded'])} | {'pass' if attempt['gate']['passed'] else 'FAIL'} | {modes} |")
+        top = ", ".join(f"{item['parameter']} ({item['node']}) {item['relative_error']:.4f}"
+                        for item in result["ranking"][:shown])
+        lines += ["", f"Most sensitive alone (relative output error): {top}"]
+    return lines
 
 
 def _str(path: Path | None) -> str | None:

@@ -57,9 +57,17 @@ def gate_rows(name: str, report: dict[str, Any]) -> list[str]:
 
 def sensitivity_rows(name: str, report: dict[str, Any]) -> list[str]:
     """Per stage quantized alone (a `mixed` build's sensitivity; empty when not measured): one row per mode
-    after the build's name and the stage with its verdict."""
-    return [f"| {name} | {stage} ({'within' if sens['passed'] else 'outside'}) " + row
+    after the build's name and the stage with its verdict, the weight nodes node sensitivity left FP32,
+    and whether the combination sent it back to FP32."""
+    dropped = {drop["stage"] for drop in report.get("dropped") or []}
+    return [f"| {name} | {_stage_label(stage, sens, stage in dropped)} " + row
             for stage, sens in (report.get("sensitivity") or {}).items() for row in format_gate(sens)[2:]]
+
+
+def _stage_label(stage: str, sens: dict[str, Any], dropped: bool) -> str:
+    nodes = f", {len(sens['fp32_nodes'])} nodes FP32" if sens.get("fp32_nodes") else ""
+    combination = ", FP32 in the combination" if dropped else ""
+    return f"{stage} ({'within' if sens['passed'] else 'outside'}{nodes}{combination})"
 
 
 def summary(folders: list[Path]) -> str:

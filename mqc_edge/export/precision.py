@@ -61,7 +61,8 @@ INT8_SCHEMES = {"static": "int8", "dynamic": "int8-dynamic"}
 scales calibrated on real frames (every backend; TensorRT's INT8 path). dynamic: activation
 scales computed per call from the tensor itself (onnxruntime CPU only; docs/precision.md)."""
 DYNAMIC_OP_TYPES = ("MatMul",)
-"""What the dynamic scheme quantizes: MatMul becomes MatMulInteger (u8s8, MLAS). Conv would become
+"""What the dynamic scheme asks to quantize: MatMul becomes MatMulInteger (u8s8, MLAS), and so does
+Gemm, which onnxruntime's dynamic quantizer rewrites into MatMul + Add first. Conv would become
 ConvInteger, which onnxruntime's CPU provider runs slower than its FP32 Conv (docs/precision.md)."""
 
 
@@ -76,6 +77,8 @@ class Int8Plan:
     scheme: str = "static"  # one of INT8_SCHEMES
     activation_matmuls: bool = False  # dynamic scheme: also the MatMuls of two activations (attention's
     # QK^T and AV), whose scales are computed per call too; the static scheme's Q/DQ already covers them
+    excluded_nodes: tuple[str, ...] = ()  # node names (as in the source graph) left FP32 (node sensitivity)
+    only_nodes: tuple[str, ...] | None = None  # quantize these nodes alone (None: every node of `op_types`)
 
     def __post_init__(self) -> None:
         if self.scheme not in INT8_SCHEMES:
@@ -161,18 +164,49 @@ def _one_shape(feeds: list[Feeds]) -> list[Feeds]:
 
 def quantizable(source: Path, plan: Int8Plan = Int8Plan()) -> bool:
     """Whether the graph has an op the plan quantizes (a graph without one stays FP32)."""
-    ops = plan.quantized_ops
+    ops = _node_types(plan)
     return any(node.op_type in ops for node in onnx.load(str(source), load_external_data=False).graph.node)
+
+
+def _node_types(plan: Int8Plan) -> set[str]:
+    """The graph's op types the plan's quantizer turns into INT8 kernels (dynamic: Gemm as MatMul)."""
+    return set(plan.quantized_ops) | ({"Gemm"} if plan.scheme == "dynamic" else set())
+
+
+def weight_nodes(source: Path, plan: Int8Plan = Int8Plan()) -> list[str]:
+    """Names of the nodes the plan quantizes that hold a weight (an initializer input), in graph
+    order: the candidates of node sensitivity (export/node_sensitivity.py). The dynamic scheme's
+    quantizer turns Gemm into MatMul first, so Gemm counts as a MatMul there."""
+    graph = onnx.load(str(source), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    ops = _node_types(plan)
+    return [node.name for node in graph.node if node.op_type in ops and any(i in weights for i in node.input)]
+
+
+def _quantizer_names(source: Path, names: tuple[str, ...], plan: Int8Plan) -> list[str]:
+    """`names` as onnxruntime's quantizer sees them: its dynamic scheme rewrites a Gemm node N into
+    a MatMul named `N_MatMul` (plus an Add) before it selects nodes (onnx_model.replace_gemm_with_matmul)."""
+    if plan.scheme != "dynamic":
+        return list(names)
+    gemms = {node.name for node in onnx.load(str(source), load_external_data=False).graph.node if node.op_type == "Gemm"}
+    return [f"{name}_MatMul" if name in gemms else name for name in names]
+
+
+def _node_selection(source: Path, plan: Int8Plan) -> dict[str, list[str] | None]:
+    """The quantizers' nodes_to_quantize / nodes_to_exclude for `plan`."""
+    only = None if plan.only_nodes is None else _quantizer_names(source, plan.only_nodes, plan)
+    return {"nodes_to_quantize": only, "nodes_to_exclude": _quantizer_names(source, plan.excluded_nodes, plan)}
 
 
 def write_int8_dynamic(source: Path, target: Path, plan: Int8Plan = Int8Plan(scheme="dynamic")) -> None:
     """Dynamic quantization of `plan.quantized_ops`: s8 weights (per channel), u8 activations whose
     scale and zero point each call computes from the tensor (no calibration feeds); with
     `plan.activation_matmuls` also MatMuls whose both inputs are activations (onnxruntime's
-    `MatMulConstBOnly` off: both sides quantized per call)."""
+    `MatMulConstBOnly` off: both sides quantized per call). `plan.excluded_nodes` stay FP32."""
     _write_quantized(target, lambda staged: quantize_dynamic(
         str(source), str(staged), op_types_to_quantize=list(plan.quantized_ops), per_channel=plan.per_channel,
         weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": not plan.activation_matmuls},
+        **_node_selection(source, plan),
     ))
 
 
@@ -199,5 +233,5 @@ def write_int8(source: Path, target: Path, feeds: list[Feeds], plan: Int8Plan = 
         str(source), str(staged), StageFeedReader(feeds), quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(plan.op_types), per_channel=plan.per_channel,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CALIBRATION_METHODS[plan.method],
+        calibrate_method=CALIBRATION_METHODS[plan.method], **_node_selection(source, plan),
     ))
