@@ -382,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_parser(commands)
     _add_data_parser(commands)
     _add_eval_parser(commands)
+    _add_compare_parser(commands)
     _add_run_parser(commands)
     _add_export_parser(commands)
     _add_build_parser(commands)
@@ -391,6 +392,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_prompts_parser(commands)
     _add_doctor_parser(commands)
     return parser
+
+
+def _add_compare_parser(commands: argparse._SubParsersAction) -> None:
+    compare = commands.add_parser("compare", help="two `mqc-edge eval` folders of the same videos, video by video: "
+                                                  "the J&F difference and its standard error")
+    compare.add_argument("eval_a", type=Path, help="the baseline's `mqc-edge eval --out` folder")
+    compare.add_argument("eval_b", type=Path, help="the candidate's, on the same videos")
+    compare.add_argument("--reports", nargs="+", default=None, metavar="REPORT",
+                         help="which reports: a variant (mqc, sam2-box, ...), MODE/BACKEND of parity, or . for --pred "
+                              "(default: every report both hold)")
+    compare.set_defaults(handler=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from mqc_edge.benchmarks.paired_comparison import compare_evaluations, format_comparison
+
+    sys.stdout.write(format_comparison(args.eval_a, args.eval_b,
+                                       compare_evaluations(args.eval_a, args.eval_b, args.reports)))
+    return 0
 
 
 def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
