@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +65,9 @@ def paired_difference(a: Path, b: Path, report: str) -> PairedDifference:
                            "a paired comparison needs the same videos")
     videos = sorted(scores_a)
     differences = [scores_b[v] - scores_a[v] for v in videos]
-    mean = sum(differences) / len(videos)
-    spread = (math.sqrt(sum((d - mean) ** 2 for d in differences) / (len(videos) - 1) / len(videos))
-              if len(videos) > 1 else math.nan)
-    return PairedDifference(report, len(videos), sum(scores_a.values()) / len(videos),
-                            sum(scores_b.values()) / len(videos), mean, spread)
+    spread = statistics.stdev(differences) / math.sqrt(len(videos)) if len(videos) > 1 else math.nan
+    return PairedDifference(report, len(videos), statistics.fmean(scores_a.values()),
+                            statistics.fmean(scores_b.values()), statistics.fmean(differences), spread)
 
 
 def compare_evaluations(a: Path, b: Path, reports: list[str] | None = None) -> list[PairedDifference]:

@@ -28,6 +28,7 @@ import onnxruntime
 from mqc_edge.calibration.reader import Feeds
 from mqc_edge.errors import ConfigError
 from mqc_edge.export.precision import Int8Plan, weight_nodes, write_int8, write_int8_dynamic
+from mqc_edge.runtime.backends.ort_backend import session_options
 
 MAX_EXCLUDED_FRACTION = 0.5
 """At most this share of a stage's weight nodes is left FP32; a stage that needs more stays FP32."""
@@ -106,7 +107,5 @@ def smallest_passing_exclusion(ranking: list[NodeSensitivity],
 
 
 def _run(graph: Path, feeds: list[Feeds], threads: int) -> list[list[np.ndarray]]:
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(str(graph), session_options(threads), providers=["CPUExecutionProvider"])
     return [session.run(None, call) for call in feeds]
