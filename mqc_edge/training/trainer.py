@@ -143,6 +143,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.config = config
         self.device = torch.device(device)
+        torch.manual_seed(config.seed)  # the fresh init (model, memory-read head) is the run's, not the process's
         self.model = MQCSAM(model_config, text_model=config.text_states is None).to(self.device)
         self.memory_head = MemoryReadHead(self.model.sam.hidden_dim).to(self.device) if config.memory_read_weight else None
         self.optimizer = _adamw(self.model, config, self.memory_head)

@@ -366,3 +366,17 @@ def test_the_memory_read_head_trains_and_resumes_with_the_run(tmp_path) -> None:
     assert any(not torch.equal(a, b) for a, b in zip(start, runs[0].memory_head.parameters()))
     assert _same_weights(*runs)
     assert all(torch.equal(a, b) for a, b in zip(runs[0].memory_head.parameters(), runs[1].memory_head.parameters()))
+
+
+def test_a_fresh_run_is_initialised_from_its_own_seed(tmp_path) -> None:
+    """Two processes starting the same run get the same fresh weights and memory-read head, whatever
+    drew from the global generator before (the CLI seeds nothing itself)."""
+    config = _config(memory_read_weight=1.0)
+    built = []
+    for draws in (0, 5):
+        torch.rand(draws)
+        built.append(Trainer(tmp_path / f"run{draws}", config, TINY))
+    assert _same_weights(*built)
+    assert all(torch.equal(a, b) for a, b in zip(built[0].memory_head.parameters(), built[1].memory_head.parameters()))
+    other = Trainer(tmp_path / "other", dataclasses.replace(config, seed=config.seed + 1), TINY)
+    assert not _same_weights(built[0], other), "the seed should decide the fresh init"
