@@ -221,8 +221,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet
-    from mqc_edge.export.build import REPORT_NAME, BuildConfig, build_precision
-    from mqc_edge.export.precision import Int8Plan
+    from mqc_edge.precision.build import REPORT_NAME, BuildConfig, build_precision
+    from mqc_edge.precision.plans import Int8Plan
 
     config = BuildConfig(
         model_dir=_model_path(args.model_dir), out=args.out, precision=args.precision,

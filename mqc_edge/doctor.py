@@ -8,7 +8,7 @@
    `mqc-edge build --precision fp16` of the default export, made once beside it; a MODEL given
    by path runs as exported), engines built when missing (`--rebuild-engines`: always); accepted
    when the per-frame mask IoU against onnxruntime FP32 has mean >= 0.995 and |J&F delta| <= 0.1
-   points (the FP16 build gate, export/precision_gate.py). Exit 1 with one line otherwise.
+   points (the FP16 build gate, precision/gate.py). Exit 1 with one line otherwise.
 Without TensorRT it says so in one line and what to install; the onnxruntime check still runs.
 """
 
@@ -24,7 +24,7 @@ import numpy as np
 
 CLIP_FRAMES = 32
 CLIP_SEED = 424_242  # below the training seeds (>= 1,000,003): no training clip is this one
-IOU_MEAN_MIN = 0.995  # GATES["fp16"].mask_iou_mean (export/precision_gate.py imports torch, so not imported)
+IOU_MEAN_MIN = 0.995  # GATES["fp16"].mask_iou_mean (precision/gate.py imports torch, so not imported)
 JF_DELTA_MAX_POINTS = 0.1  # GATES["fp16"].jf_delta_points
 NO_TENSORRT = ("TensorRT: not found; install tensorrt and cuda-python (pip install 'mqc-edge[gpu]') for the native "
                "backend, or onnxruntime-gpu for --backend onnxruntime-trt")
@@ -193,7 +193,7 @@ def default_fp16_export(default_dir: Path, threads: int = 2, log: Callable[[str]
 
     target = default_dir.parent / f"{default_dir.name}-fp16-{sha256_of(default_dir / MANIFEST_NAME)[:12]}"
     if not (target / MANIFEST_NAME).is_file():
-        from mqc_edge.export.build import BuildConfig, build_precision
+        from mqc_edge.precision.build import BuildConfig, build_precision
 
         log(f"building the FP16 export of the default model for TensorRT: {target} (once)")
         build_precision(BuildConfig(model_dir=default_dir, out=target, precision="fp16", threads=threads))

@@ -27,5 +27,5 @@ build mixed --precision mixed
 build int8-dynamic --precision int8 --int8-scheme dynamic
 build mixed-dynamic --precision mixed --int8-scheme dynamic
 build mixed-dynamic-nodes --precision mixed --int8-scheme dynamic --node-search
-.venv/bin/python -m mqc_edge.export.gate_summary "$OUT"/fp16 "$OUT"/bf16 "$OUT"/bf16-plan "$OUT"/int8 \
+.venv/bin/python -m mqc_edge.precision.gate_summary "$OUT"/fp16 "$OUT"/bf16 "$OUT"/bf16-plan "$OUT"/int8 \
     "$OUT"/mixed "$OUT"/int8-dynamic "$OUT"/mixed-dynamic "$OUT"/mixed-dynamic-nodes | tee "$OUT/gates.md"

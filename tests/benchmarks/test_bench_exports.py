@@ -13,8 +13,8 @@ from mqc_edge.benchmarks.harness import BenchConfig, export_labels
 from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet
 from mqc_edge.cli import main
 from mqc_edge.errors import ConfigError
-from mqc_edge.export.build import BuildConfig, build_precision
-from mqc_edge.export.precision_gate import GateThresholds
+from mqc_edge.precision.build import BuildConfig, build_precision
+from mqc_edge.precision.gate import GateThresholds
 
 ANY_RESULT = GateThresholds(mask_iou_mean=0.0, mask_iou_min=0.0, jf_delta_points=100.0)  # random weights: machinery only
 

@@ -10,7 +10,7 @@ import pytest
 
 from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet
 from mqc_edge.cli import main
-from mqc_edge.export.build import BuildConfig, build_precision
+from mqc_edge.precision.build import BuildConfig, build_precision
 from suite_helpers import synth_dataset
 
 

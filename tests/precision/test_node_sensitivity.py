@@ -13,12 +13,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet
-from mqc_edge.export import build, gate_summary
-from mqc_edge.export.build import BuildConfig, build_precision
-from mqc_edge.export.node_sensitivity import (NodeSensitivity, exclusion_sizes, output_error, parameters_of, rank_nodes,
+from mqc_edge.precision import build, gate_summary
+from mqc_edge.precision.build import BuildConfig, build_precision
+from mqc_edge.precision.node_sensitivity import (NodeSensitivity, exclusion_sizes, output_error, parameters_of, rank_nodes,
                                               smallest_passing_exclusion)
-from mqc_edge.export.precision import Int8Plan, weight_nodes, write_int8_dynamic
-from mqc_edge.export.precision_gate import GateThresholds, PrecisionGateError
+from mqc_edge.precision.plans import Int8Plan, weight_nodes, write_int8_dynamic
+from mqc_edge.precision.gate import GateThresholds, PrecisionGateError
 
 DYNAMIC = Int8Plan(scheme="dynamic")
 

@@ -11,11 +11,11 @@ import pytest
 
 from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet, load_clips
 from mqc_edge.calibration.reader import record_stage_feeds, track_prompted
-from mqc_edge.export import gate_summary
-from mqc_edge.export.build import BuildConfig, build_precision
+from mqc_edge.precision import gate_summary
+from mqc_edge.precision.build import BuildConfig, build_precision
 from mqc_edge.errors import ConfigError
-from mqc_edge.export.precision import FP16_ISLANDS, Int8Plan, to_fp16, write_int8
-from mqc_edge.export.precision_gate import GateThresholds, PrecisionGateError, tokenizer_of
+from mqc_edge.precision.plans import FP16_ISLANDS, Int8Plan, to_fp16, write_int8
+from mqc_edge.precision.gate import GateThresholds, PrecisionGateError, tokenizer_of
 from mqc_edge.runtime.manifest import load_manifest
 from mqc_edge.runtime.backends.ort_backend import OrtBackend
 
@@ -170,7 +170,7 @@ def test_cli_build_fp32_copy_passes_and_refuses_an_existing_out(exported, tmp_pa
 def test_dynamic_int8_quantizes_attention_matmuls_only_when_asked(exported, tmp_path):
     """Memory attention's QK^T and AV multiply two activations: the default dynamic plan leaves them
     FP32 (onnxruntime's MatMulConstBOnly), `activation_matmuls` makes them MatMulInteger too."""
-    from mqc_edge.export.precision import write_int8_dynamic
+    from mqc_edge.precision.plans import write_int8_dynamic
 
     source = exported[0] / "memory_attention.onnx"
     counts = {}
@@ -205,7 +205,7 @@ def _matmul_softmax_graph(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelPro
 def test_bf16_keeps_islands_fp32_and_rounds_weights_once_from_fp32(exported):
     import ml_dtypes
 
-    from mqc_edge.export.precision import BF16_MAX, to_bf16
+    from mqc_edge.precision.plans import BF16_MAX, to_bf16
 
     model = to_bf16(onnx.load(str(exported[0] / "mask_decoder.onnx")))
     onnx.checker.check_model(model)
@@ -232,8 +232,8 @@ def test_bf16_emulation_computes_what_the_bf16_graph_computes():
     import onnxruntime as ort
     from onnx.reference import ReferenceEvaluator
 
-    from mqc_edge.export.bf16_emulation import emulate_bf16
-    from mqc_edge.export.precision import to_bf16
+    from mqc_edge.precision.bf16_emulation import emulate_bf16
+    from mqc_edge.precision.plans import to_bf16
 
     rng = np.random.default_rng(0)
     fp32 = _matmul_softmax_graph(rng.standard_normal((256, 32)).astype(np.float32) / 16,

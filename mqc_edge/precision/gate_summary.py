@@ -1,6 +1,6 @@
 """Several builds' accuracy gates side by side: one markdown table from their `build_report.json`.
 
-    python -m mqc_edge.export.gate_summary DIR2 [DIR2 ...]
+    python -m mqc_edge.precision.gate_summary DIR2 [DIR2 ...]
 
 One row per build and mode, the build report's own gate row (`precision_gate.format_gate`: frames,
 per-frame mask IoU with the FP32 export, mean and min; max logit error; J&F of both against the
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mqc_edge.errors import MqcEdgeError
-from mqc_edge.export.precision_gate import format_gate
+from mqc_edge.precision.gate import format_gate
 
 REPORT_FILE = "build_report.json"
 PREFIX_HEADER = "| build | precision "

@@ -3,12 +3,12 @@
 The new directory has the manifest format of `mqc-edge export` (hashes, sources, contract
 signatures), every stage's precision recorded, and `build_report.json` / `.md`: what was
 converted, how it was calibrated, and the accuracy gate against the FP32 export on held-out
-clips (export/precision_gate.py). A build outside its gate writes only the reports and raises
+clips (precision/gate.py). A build outside its gate writes only the reports and raises
 `PrecisionGateError`, unless forced. `mixed` quantizes each stage alone first (per-stage
 sensitivity) and keeps INT8 only where that stage alone stays within the INT8 gate; with
 `node_search`, a stage outside it gets its most sensitive nodes left FP32 until it is within
-(export/node_sensitivity.py), and stays FP32 only when half its nodes do not suffice. A BF16
-build's gate runs its emulation (export/bf16_emulation.py): onnxruntime's CPU provider has no
+(precision/node_sensitivity.py), and stays FP32 only when half its nodes do not suffice. A BF16
+build's gate runs its emulation (precision/bf16_emulation.py): onnxruntime's CPU provider has no
 BF16 kernels, so the BF16 graphs it writes are for TensorRT and CUDA.
 """
 
@@ -30,11 +30,11 @@ from mqc_edge.atomic import write_text_atomically
 from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet, load_clips
 from mqc_edge.calibration.reader import Feeds, record_stage_feeds
 from mqc_edge.errors import ConfigError
-from mqc_edge.export.bf16_emulation import write_bf16_emulation
-from mqc_edge.export.node_sensitivity import rank_nodes, smallest_passing_exclusion, write_quantized
-from mqc_edge.export.precision import (PRECISIONS, Fp16Plan, Int8Plan, quantizable, write_bf16, write_fp16, write_int8,
+from mqc_edge.precision.bf16_emulation import write_bf16_emulation
+from mqc_edge.precision.node_sensitivity import rank_nodes, smallest_passing_exclusion, write_quantized
+from mqc_edge.precision.plans import (PRECISIONS, Fp16Plan, Int8Plan, quantizable, write_bf16, write_fp16, write_int8,
                                        write_int8_dynamic)
-from mqc_edge.export.precision_gate import (
+from mqc_edge.precision.gate import (
     GATES, GateThresholds, PrecisionGateError, Runs, format_gate, gate_report, stage_ms, tokenizer_of, track_all,
 )
 from mqc_edge.runtime.manifest import Manifest, load_manifest, sha256_of, write_manifest
@@ -42,7 +42,7 @@ from mqc_edge.runtime.backends.ort_backend import OrtBackend
 
 REPORT_NAME = "build_report"
 EMULATED_GATE = ("the BF16 emulation (FP32 arithmetic, every tensor the BF16 graph holds in BF16 rounded to it; "
-                 "export/bf16_emulation.py): onnxruntime's CPU provider has no BF16 kernels; its ms are not BF16 speed")
+                 "precision/bf16_emulation.py): onnxruntime's CPU provider has no BF16 kernels; its ms are not BF16 speed")
 
 
 @dataclass(frozen=True)

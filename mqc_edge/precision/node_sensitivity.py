@@ -5,7 +5,7 @@ in SAM 2 mode, docs/precision.md) is often broken by a few of its weight ops, no
 weight node is quantized alone and scored by how far the stage's outputs move on real feeds
 (recorded from the FP32 pipeline, calibration/reader.py): max over calls and float outputs of
 ||y_int8 - y_fp32|| / ||y_fp32||. The build then leaves the top 1, 2, 4, ... nodes of that
-ranking FP32 until the stage alone passes its end-to-end gate (export/build.py), up to half
+ranking FP32 until the stage alone passes its end-to-end gate (precision/build.py), up to half
 of the nodes; a stage that needs more stays FP32.
 
 The ranking is a local proxy: errors of nodes interact (on the default's image encoder two
@@ -27,7 +27,7 @@ import onnxruntime
 
 from mqc_edge.calibration.reader import Feeds
 from mqc_edge.errors import ConfigError
-from mqc_edge.export.precision import Int8Plan, weight_nodes, write_int8, write_int8_dynamic
+from mqc_edge.precision.plans import Int8Plan, weight_nodes, write_int8, write_int8_dynamic
 from mqc_edge.runtime.backends.ort_backend import session_options
 
 MAX_EXCLUDED_FRACTION = 0.5

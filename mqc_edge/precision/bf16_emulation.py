@@ -21,7 +21,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from mqc_edge.errors import ConfigError
-from mqc_edge.export.precision import write_checked
+from mqc_edge.precision.plans import write_checked
 
 ROUNDED_SUFFIX = "__bf16"  # the BF16 copy of a node output the emulation rounds
 UNROUNDED_SUFFIX = "__fp32"  # the node's own FP32 output, before rounding

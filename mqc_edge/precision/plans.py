@@ -175,7 +175,7 @@ def _node_types(plan: Int8Plan) -> set[str]:
 
 def weight_nodes(source: Path, plan: Int8Plan = Int8Plan()) -> list[str]:
     """Names of the nodes the plan quantizes that hold a weight (an initializer input), in graph
-    order: the candidates of node sensitivity (export/node_sensitivity.py). The dynamic scheme's
+    order: the candidates of node sensitivity (precision/node_sensitivity.py). The dynamic scheme's
     quantizer turns Gemm into MatMul first, so Gemm counts as a MatMul there."""
     graph = onnx.load(str(source), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
