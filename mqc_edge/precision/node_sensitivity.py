@@ -61,12 +61,25 @@ def rank_nodes(source: Path, feeds: list[Feeds], plan: Int8Plan, threads: int = 
 
 
 def parameters_of(source: Path) -> dict[str, str]:
-    """{node name: the module path of its first named weight input} (the exporter names nodes
-    `val_22`; their bias or weight initializers keep the torch parameter's path)."""
+    """{node name: the module path of its weights} (the exporter names nodes `val_22`; named
+    initializers keep the torch parameter's path). The path comes from the node's first named
+    input, or, where the exporter folded the weight into an unnamed constant (a transposed
+    `nn.Linear` weight), from the named bias of the Add that alone consumes the node's output."""
     graph = onnx.load(str(source), load_external_data=False).graph
     named = {init.name for init in graph.initializer if "." in init.name}
-    return {node.name: name.rsplit(".", 1)[0] for node in graph.node
-            for name in [next((i for i in node.input if i in named), None)] if name}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def own_or_bias(node: onnx.NodeProto) -> str | None:
+        own = next((i for i in node.input if i in named), None)
+        after = consumers.get(node.output[0], []) if node.output else []
+        if own is None and len(after) == 1 and after[0].op_type == "Add":
+            own = next((i for i in after[0].input if i in named), None)
+        return own
+
+    return {node.name: name.rsplit(".", 1)[0] for node in graph.node for name in [own_or_bias(node)] if name}
 
 
 def write_quantized(source: Path, target: Path, feeds: list[Feeds], plan: Int8Plan) -> None:

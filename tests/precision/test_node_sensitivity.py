@@ -52,6 +52,20 @@ def test_ranking_puts_the_node_int8_hurts_first_and_names_its_module(tmp_path):
     assert ranking[0].relative_error > 0.5 > 10 * ranking[1].relative_error > 0
 
 
+def test_a_node_whose_weight_lost_its_name_is_named_by_its_bias(tmp_path):
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "val_7")  # a folded, transposed Linear weight
+    bias = numpy_helper.from_array(np.zeros(4, np.float32), "model.decoder.q_proj.bias")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "val_7"], ["h"], name="q"),
+         helper.make_node("Add", ["h", "model.decoder.q_proj.bias"], ["y"], name="q_bias"),
+         helper.make_node("MatMul", ["y", "val_7"], ["z"], name="unnamed")],
+        "folded", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 4])], [weight, bias])
+    path = tmp_path / "folded.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert parameters_of(path) == {"q": "model.decoder.q_proj", "q_bias": "model.decoder.q_proj"}
+
+
 def test_output_error_is_the_worst_relative_error_and_skips_zero_outputs():
     reference = [[np.ones(4, np.float32), np.zeros(2, np.float32)], [np.full(4, 2.0, np.float32), np.ones(2, np.float32)]]
     outputs = [[np.full(4, 1.1, np.float32), np.ones(2, np.float32)], [np.full(4, 2.0, np.float32), np.ones(2, np.float32)]]
