@@ -33,6 +33,7 @@ FRAME_H, FRAME_W = 240, 320
 BOX = [96.0, 70.0, 176.0, 130.0]
 POINTS, LABELS = [[136.0, 100.0]], [1]
 MAX_ABS_LOGIT = 1e-4
+BFLOAT16_MEMORY_LOGIT = 1e-3  # relative; bfloat16 memories on both sides (test_trained_default_matches_meta_predictor)
 MEAN_IOU, MIN_IOU = 0.999, 0.995
 
 
@@ -123,8 +124,9 @@ def _run_ours(model: torch.nn.Module, clip: Path, kind: str, fill_hole_area: int
     return results
 
 
-def _compare(meta: list[np.ndarray], ours: list, label: str, relative: bool = False) -> tuple[float, float, float]:
-    """Logits within MAX_ABS_LOGIT (of the largest |logit| of the clip when `relative`: trained
+def _compare(meta: list[np.ndarray], ours: list, label: str, relative: bool = False,
+             bound: float = MAX_ABS_LOGIT) -> tuple[float, float, float]:
+    """Logits within `bound` (of the largest |logit| of the clip when `relative`: trained
     weights give logits of tens, where float32 summation order alone moves them by ~1e-5)."""
     assert len(meta) == len(ours) == NUM_FRAMES
     diffs, ious = [], []
@@ -138,7 +140,7 @@ def _compare(meta: list[np.ndarray], ours: list, label: str, relative: bool = Fa
           f"mask area {min(areas):.3f}..{max(areas):.3f}")
     assert max(areas) > 0.001, "Meta's masks are all empty: the comparison would be vacuous"
     scale = max(1.0, max(float(np.abs(m[m > -1000]).max(initial=0.0)) for m in meta)) if relative else 1.0
-    assert max(diffs) <= MAX_ABS_LOGIT * scale
+    assert max(diffs) <= bound * scale
     assert np.mean(ious) >= MEAN_IOU and min(ious) >= MIN_IOU
     return max(diffs), float(np.mean(ious)), min(ious)
 
@@ -173,15 +175,31 @@ def test_compact_variant_matches_meta_predictor(tmp_path: Path, clip: Path) -> N
 
 @pytest.mark.slow
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="the trained default weights are not in this checkout")
-def test_trained_default_matches_meta_predictor(tmp_path: Path, clip: Path) -> None:
-    """The shipped default's SAM 2 part in Meta's predictor: trained logits span several units."""
+def test_trained_default_matches_meta_predictor(tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped default's SAM 2 part in Meta's predictor: trained logits span several units.
+
+    Both pipelines store memories in bfloat16. Float32 differences of ~1e-6 in what each computes
+    flip a few memory values by one bfloat16 step (2^-8 of the value), and the flips carry into
+    later frames' logits: 2.9e-4 to 5.9e-4 of the clip's largest |logit| in runs here on the
+    tenth-session default (float32 memories: 4.5e-6). So the pipelines are compared with float32 memories on both sides, at the bound of
+    the random-weight tests (`torch.bfloat16` is float32 for those runs: Meta's predictor and our
+    MemoryEncoderStage both look it up when they store a memory). As shipped, with bfloat16
+    memories, masks still agree and logits stay within 1e-3 of the largest |logit| (the export
+    parity bound of issue 17)."""
     from mqc_edge.benchmarks.meta_predictor import meta_checkpoint
     from mqc_edge.model.checkpoint import load_checkpoint
 
     model, _ = load_checkpoint(DEFAULT_WEIGHTS)
     size = model.config.image_size
-    meta = _run_meta(meta_checkpoint(DEFAULT_WEIGHTS, tmp_path / "default.pt"), clip, "box", "compact", size)
-    _compare(meta, _run_ours(model.sam, clip, "box", 0), "trained default box", relative=True)
+    checkpoint = meta_checkpoint(DEFAULT_WEIGHTS, tmp_path / "default.pt")
+    with monkeypatch.context() as patch:
+        patch.setattr(torch, "bfloat16", torch.float32)
+        meta = _run_meta(checkpoint, clip, "box", "compact", size)
+        ours = _run_ours(model.sam, clip, "box", 0)
+    _compare(meta, ours, "trained default box, float32 memories", relative=True)
+    meta = _run_meta(checkpoint, clip, "box", "compact", size)
+    _compare(meta, _run_ours(model.sam, clip, "box", 0), "trained default box, bfloat16 memories", relative=True,
+             bound=BFLOAT16_MEMORY_LOGIT)
 
 
 @pytest.mark.slow
