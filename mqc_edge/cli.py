@@ -554,7 +554,9 @@ def _add_build_parser(commands: argparse._SubParsersAction) -> None:
                             "(default: generated held-out clips)")
     build.add_argument("--calib-clips", type=int, default=2, help="calibration clips (dataset expressions)")
     build.add_argument("--calib-frames", type=int, default=8, help="frames per calibration clip")
-    build.add_argument("--stages", nargs="+", default=None, help="stages to convert (default: all)")
+    build.add_argument("--stages", nargs="+", default=None,
+                       help="stages to convert (default: all; fp16 and bf16 leave the text encoder, which runs once "
+                            "per expression, in fp32 unless named here)")
     build.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
                        help="INT8 activation range calibration (static scheme)")
     build.add_argument("--int8-scheme", choices=("static", "dynamic"), default="static",

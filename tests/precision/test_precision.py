@@ -47,6 +47,18 @@ def test_fp16_keeps_islands_and_io_in_fp32(exported):
     assert halves, "no MatMul/Conv runs in FP16"
 
 
+def test_a_float_build_leaves_the_once_per_expression_text_encoder_fp32_unless_named(exported, tmp_path):
+    from mqc_edge.precision.build import ONCE_PER_EXPRESSION
+
+    report = build_precision(BuildConfig(exported[0], tmp_path / "fp16", "fp16", gate_clips=GATE_CLIPS, gate=ANY_RESULT,
+                                         threads=1))
+    assert ONCE_PER_EXPRESSION == ("text_encoder",) and report["stages"]["text_encoder"] == "fp32"
+    assert {name for name, precision in report["stages"].items() if precision == "fp32"} == {"text_encoder"}
+    named = build_precision(BuildConfig(exported[0], tmp_path / "fp16-text", "fp16", stages=("text_encoder",),
+                                        gate_clips=GATE_CLIPS, gate=ANY_RESULT, threads=1))
+    assert named["stages"]["text_encoder"] == "fp16"
+
+
 def test_int8_scales_are_deterministic(exported, tmp_path):
     source = exported[0]
     files = []
