@@ -31,12 +31,12 @@ from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet, load_clips
 from mqc_edge.calibration.reader import Feeds, record_stage_feeds
 from mqc_edge.errors import ConfigError
 from mqc_edge.precision.bf16_emulation import write_bf16_emulation
-from mqc_edge.precision.node_sensitivity import rank_nodes, smallest_passing_exclusion, write_quantized
-from mqc_edge.precision.plans import (PRECISIONS, Fp16Plan, Int8Plan, quantizable, write_bf16, write_fp16, write_int8,
-                                       write_int8_dynamic)
 from mqc_edge.precision.gate import (
     GATES, GateThresholds, PrecisionGateError, Runs, format_gate, gate_report, stage_ms, tokenizer_of, track_all,
 )
+from mqc_edge.precision.node_sensitivity import rank_nodes, smallest_passing_exclusion, write_quantized
+from mqc_edge.precision.plans import (PRECISIONS, Fp16Plan, Int8Plan, quantizable, write_bf16, write_fp16, write_int8,
+                                       write_int8_dynamic)
 from mqc_edge.runtime.manifest import Manifest, load_manifest, sha256_of, write_manifest
 from mqc_edge.runtime.backends.ort_backend import OrtBackend
 
