@@ -36,7 +36,7 @@ from mqc_edge.precision.gate import (
 )
 from mqc_edge.precision.node_sensitivity import rank_nodes, smallest_passing_exclusion, write_quantized
 from mqc_edge.precision.plans import (PRECISIONS, Fp16Plan, Int8Plan, quantizable, write_bf16, write_fp16, write_int8,
-                                       write_int8_dynamic)
+                                      write_int8_dynamic)
 from mqc_edge.runtime.manifest import Manifest, load_manifest, sha256_of, write_manifest
 from mqc_edge.runtime.backends.ort_backend import OrtBackend
 

@@ -16,7 +16,7 @@ from mqc_edge.calibration.clips import CALIBRATION_SEED, ClipSet
 from mqc_edge.precision import build, gate_summary
 from mqc_edge.precision.build import BuildConfig, build_precision
 from mqc_edge.precision.node_sensitivity import (NodeSensitivity, exclusion_sizes, output_error, parameters_of, rank_nodes,
-                                              smallest_passing_exclusion)
+                                                smallest_passing_exclusion)
 from mqc_edge.precision.plans import Int8Plan, weight_nodes, write_int8_dynamic
 from mqc_edge.precision.gate import GateThresholds, PrecisionGateError
 
