@@ -558,10 +558,12 @@ def _add_build_parser(commands: argparse._SubParsersAction) -> None:
                        help="stages to convert (default: all; fp16 and bf16 leave the text encoder, which runs once "
                             "per expression, in fp32 unless named here)")
     build.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
-                       help="INT8 activation range calibration (static scheme)")
-    build.add_argument("--int8-scheme", choices=("static", "dynamic"), default="static",
+                       help="INT8 activation range calibration (static and modelopt schemes; modelopt has no percentile)")
+    build.add_argument("--int8-scheme", choices=("static", "dynamic", "modelopt"), default="static",
                        help="static: explicit Q/DQ with calibrated activation scales (every backend, TensorRT's INT8); "
-                            "dynamic: MatMul activations quantized per call, no calibration (onnxruntime CPU only)")
+                            "dynamic: MatMul activations quantized per call, no calibration (onnxruntime CPU only); "
+                            "modelopt: explicit Q/DQ placed and calibrated by NVIDIA ModelOpt for TensorRT "
+                            "(pip install 'mqc-edge[modelopt]')")
     build.add_argument("--int8-activation-matmuls", action="store_true",
                        help="dynamic scheme: quantize the MatMuls between two activations too (attention QK^T and "
                             "AV), both sides per call")

@@ -28,7 +28,7 @@ fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 pip install "torch==$TORCH_VERSION"
 pip install --no-deps "rf-sam-2==$SAM2_VERSION"
-pip install -e ".[export,bench,geo,scale,dev]"
+pip install -e ".[export,bench,geo,scale,modelopt,dev]"
 if "$VENV/bin/python" -m pip show torchvision >/dev/null 2>&1; then
     pip uninstall -y torchvision
 fi

@@ -65,7 +65,7 @@ def _distinct(calls: list[Feeds]) -> list[Feeds]:
 
 
 class StageFeedReader(CalibrationDataReader):
-    """`quantize_static`'s reader over one stage's recorded feeds, in call order."""
+    """`quantize_static`'s (and ModelOpt's) reader over one stage's recorded feeds, in call order."""
 
     def __init__(self, feeds: list[Feeds]) -> None:
         self.feeds = feeds
@@ -76,3 +76,7 @@ class StageFeedReader(CalibrationDataReader):
 
     def rewind(self) -> None:
         self._next = iter(self.feeds)
+
+    def get_first(self) -> Feeds | None:
+        """The first call's feeds, position unchanged: ModelOpt's quantizer runs it to learn shapes."""
+        return self.feeds[0] if self.feeds else None

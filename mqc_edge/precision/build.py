@@ -35,8 +35,8 @@ from mqc_edge.precision.gate import (
     GATES, GateThresholds, PrecisionGateError, Runs, format_gate, gate_report, stage_ms, tokenizer_of, track_all,
 )
 from mqc_edge.precision.node_sensitivity import rank_nodes, smallest_passing_exclusion, write_quantized
-from mqc_edge.precision.plans import (PRECISIONS, Fp16Plan, Int8Plan, quantizable, write_bf16, write_fp16, write_int8,
-                                      write_int8_dynamic)
+from mqc_edge.precision.plans import (PRECISIONS, Fp16Plan, Int8Plan, modelopt_version, quantizable, write_bf16,
+                                      write_fp16, write_int8, write_int8_dynamic)
 from mqc_edge.runtime.manifest import Manifest, load_manifest, sha256_of, write_manifest
 from mqc_edge.runtime.backends.ort_backend import OrtBackend
 
@@ -81,6 +81,8 @@ def build_precision(config: BuildConfig) -> dict[str, Any]:
         raise ConfigError(f"precision: expected one of {PRECISIONS}, got {config.precision!r}")
     if config.out.exists():
         raise ConfigError(f"--out {config.out}: already exists; a build writes a new export directory")
+    if config.precision in ("int8", "mixed") and config.int8.scheme == "modelopt":
+        modelopt_version()  # missing: one line with the install command, before any calibration work
     source = load_manifest(config.model_dir)
     _require_fp32(source)
     stages = _selected_stages(config, source)
@@ -356,6 +358,10 @@ def _plan_record(config: BuildConfig) -> dict[str, Any]:
     if config.precision in ("int8", "mixed") and config.int8.scheme == "static":
         plan["int8"] = {"tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
                         "activations": "uint8 per tensor", "weights": "int8", **asdict(config.int8)}
+    elif config.precision in ("int8", "mixed") and config.int8.scheme == "modelopt":
+        plan["int8"] = {"tool": "modelopt.onnx.quantization.quantize", "format": "QDQ (TensorRT placement)",
+                        "activations": "int8 per tensor, symmetric", "weights": "int8", **asdict(config.int8)}
+        plan["converter_versions"]["nvidia-modelopt"] = modelopt_version()
     elif config.precision in ("int8", "mixed"):
         plan["int8"] = {"tool": "onnxruntime.quantization.quantize_dynamic", "format": "MatMulInteger",
                         "activations": "uint8 per tensor, scale computed per call", "weights": "int8",

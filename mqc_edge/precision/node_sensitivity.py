@@ -83,7 +83,7 @@ def parameters_of(source: Path) -> dict[str, str]:
 
 
 def write_quantized(source: Path, target: Path, feeds: list[Feeds], plan: Int8Plan) -> None:
-    """`source` to INT8 under `plan` at `target`: static (scales from `feeds`) or dynamic."""
+    """`source` to INT8 under `plan` at `target`: static or modelopt (scales from `feeds`), or dynamic."""
     if plan.scheme == "dynamic":
         write_int8_dynamic(source, target, plan)
     else:

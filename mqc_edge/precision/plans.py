@@ -7,7 +7,9 @@ graphs onnxruntime refuses when a graph output is also read inside the graph, as
 `object_score` is); onnxruntime's `quantize_static` inserts
 QuantizeLinear/DequantizeLinear pairs with scales from recorded FP32 feeds; its `quantize_dynamic`
 (the `dynamic` INT8 scheme) quantizes weights once and activations per call (DynamicQuantizeLinear
-+ MatMulInteger), a CPU plan TensorRT cannot run. Stage inputs and outputs stay float32 every way,
++ MatMulInteger), a CPU plan TensorRT cannot run; NVIDIA ModelOpt's ONNX PTQ (the `modelopt` INT8
+scheme, an optional extra) places Q/DQ where TensorRT fuses them and calibrates on onnxruntime's
+CPU provider from the same feeds. Stage inputs and outputs stay float32 every way,
 so the stage contract, and every backend, hold unchanged. BF16 takes the FP16 converter's
 decisions (the same islands and Casts) with the 16-bit type swapped and every weight rounded from
 its FP32 original (no converter in reach writes BF16: onnxruntime's and onnxconverter-common's are
@@ -16,8 +18,11 @@ FP16-only, NVIDIA ModelOpt's AutoCast needs onnxruntime-gpu and CuPy).
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
+import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +61,15 @@ class Fp16Plan:
     max_finite: float = 1e4  # the converter's default: larger FP32 constants are clamped (FP16 max is 65504)
 
 
-INT8_SCHEMES = {"static": "int8", "dynamic": "int8-dynamic"}
+INT8_SCHEMES = {"static": "int8", "dynamic": "int8-dynamic", "modelopt": "int8"}
 """INT8 scheme -> the stage precision the manifest records. static: explicit Q/DQ, activation
 scales calibrated on real frames (every backend; TensorRT's INT8 path). dynamic: activation
-scales computed per call from the tensor itself (onnxruntime CPU only; docs/precision.md)."""
+scales computed per call from the tensor itself (onnxruntime CPU only; docs/precision.md).
+modelopt: explicit Q/DQ as NVIDIA ModelOpt places them for TensorRT (s8 activations, symmetric),
+calibrated like static (every backend)."""
+MODELOPT_METHODS = {"minmax": "max", "entropy": "entropy"}
+"""Our calibration method -> ModelOpt's name for it (ModelOpt has no percentile calibration)."""
+MODELOPT_INSTALL = "pip install 'mqc-edge[modelopt]'"
 DYNAMIC_OP_TYPES = ("MatMul",)
 """What the dynamic scheme asks to quantize: MatMul becomes MatMulInteger (u8s8, MLAS), and so does
 Gemm, which onnxruntime's dynamic quantizer rewrites into MatMul + Add first. Conv would become
@@ -83,6 +93,9 @@ class Int8Plan:
     def __post_init__(self) -> None:
         if self.scheme not in INT8_SCHEMES:
             raise ConfigError(f"INT8 scheme: expected one of {sorted(INT8_SCHEMES)}, got {self.scheme!r}")
+        if self.scheme == "modelopt" and self.method not in MODELOPT_METHODS:
+            raise ConfigError(f"calibration method (modelopt scheme): expected one of {sorted(MODELOPT_METHODS)}, "
+                              f"got {self.method!r}")
         if self.activation_matmuls and self.scheme != "dynamic":
             raise ConfigError("int8-activation-matmuls: a dynamic-scheme option (the static scheme's calibrated "
                               "Q/DQ already quantizes MatMuls between activations)")
@@ -90,7 +103,7 @@ class Int8Plan:
     @property
     def quantized_ops(self) -> tuple[str, ...]:
         """The op types this plan turns into INT8 kernels."""
-        return self.op_types if self.scheme == "static" else tuple(o for o in self.op_types if o in DYNAMIC_OP_TYPES)
+        return self.op_types if self.scheme != "dynamic" else tuple(o for o in self.op_types if o in DYNAMIC_OP_TYPES)
 
     @property
     def stage_precision(self) -> str:
@@ -221,17 +234,80 @@ def _write_quantized(target: Path, quantize: Callable[[Path], None]) -> None:
 
 
 def write_int8(source: Path, target: Path, feeds: list[Feeds], plan: Int8Plan = Int8Plan()) -> None:
-    """Static QDQ quantization: u8 activations (per tensor), s8 weights (per channel), the scales
-    from `feeds`, a stage's inputs recorded from the FP32 pipeline."""
-    if plan.method not in CALIBRATION_METHODS:
-        raise ConfigError(f"calibration method: expected one of {sorted(CALIBRATION_METHODS)}, got {plan.method!r}")
+    """Static QDQ quantization, the scales from `feeds` (a stage's inputs recorded from the FP32
+    pipeline): onnxruntime's quantizer (u8 activations per tensor, s8 weights per channel), or with
+    `plan.scheme == "modelopt"` NVIDIA ModelOpt's (s8 activations per tensor, s8 weights per channel).
+
+    Raises:
+        ConfigError: unknown calibration method, or none ModelOpt has; no feeds; ModelOpt not installed.
+    """
+    if plan.method not in CALIBRATION_METHODS or (plan.scheme == "modelopt" and plan.method not in MODELOPT_METHODS):
+        known = MODELOPT_METHODS if plan.scheme == "modelopt" else CALIBRATION_METHODS
+        raise ConfigError(f"calibration method ({plan.scheme} scheme): expected one of {sorted(known)}, "
+                          f"got {plan.method!r}")
     if not feeds:
         raise ConfigError(f"{source}: no calibration feeds for this stage (it never ran on the calibration clips)")
     if plan.method != "minmax":
         feeds = _one_shape(feeds)
+    if plan.scheme == "modelopt":
+        _write_modelopt(source, target, feeds, plan)
+        return
     _write_quantized(target, lambda staged: quantize_static(
         str(source), str(staged), StageFeedReader(feeds), quant_format=QuantFormat.QDQ,
         op_types_to_quantize=list(plan.op_types), per_channel=plan.per_channel,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         calibrate_method=CALIBRATION_METHODS[plan.method], **_node_selection(source, plan),
     ))
+
+
+def _write_modelopt(source: Path, target: Path, feeds: list[Feeds], plan: Int8Plan) -> None:
+    """ModelOpt's ONNX PTQ of a copy of `source` (it writes beside the graph it reads), calibrated
+    on onnxruntime's CPU provider; non-quantized ops stay FP32 (TensorRT's own FP16 choice is not
+    made here: the FP16 plan is `--precision fp16`)."""
+    quantize = _modelopt_quantize()
+    with tempfile.TemporaryDirectory(prefix="mqc-modelopt-") as scratch, _without_gpu_probe_errors():
+        copy = Path(scratch) / source.name
+        copy.write_bytes(source.read_bytes())
+        _write_quantized(target, lambda staged: quantize(
+            str(copy), quantize_mode="int8", calibration_data_reader=StageFeedReader(feeds),
+            calibration_method=MODELOPT_METHODS[plan.method], calibration_eps=["cpu"], high_precision_dtype="fp32",
+            op_types_to_quantize=list(plan.op_types), output_path=str(staged), log_level="WARNING",
+            **_node_selection(source, plan),
+        ))
+
+
+class _GpuProbeFilter(logging.Filter):
+    """Drops ModelOpt's ERROR that NVML is missing: it probes for GPUs before every CPU calibration."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to get GPU count")
+
+
+@contextlib.contextmanager
+def _without_gpu_probe_errors() -> Iterator[None]:
+    logger, quiet = logging.getLogger("modelopt.onnx"), _GpuProbeFilter()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
+def _modelopt_quantize() -> Callable[..., None]:
+    """`modelopt.onnx.quantization.quantize`, or a ConfigError that says how to install it."""
+    try:
+        from modelopt.onnx.quantization import quantize
+    except ImportError as error:
+        raise ConfigError(f"INT8 scheme modelopt: NVIDIA ModelOpt's ONNX quantizer is not installed ({error}); "
+                          f"{MODELOPT_INSTALL}") from None
+    return quantize
+
+
+def modelopt_version() -> str:
+    """The installed nvidia-modelopt's version.
+
+    Raises:
+        ConfigError: ModelOpt (or a dependency of its ONNX quantizer) is missing, with the install line.
+    """
+    _modelopt_quantize()
+    return importlib.metadata.version("nvidia-modelopt")

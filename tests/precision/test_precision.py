@@ -276,3 +276,54 @@ def test_bf16_build_gates_its_emulation_and_onnxruntime_refuses_it_by_name(expor
     with pytest.raises(ConfigError, match=r"cannot run stages \{.*'mask_decoder': 'bf16'") as refused:
         OrtBackend(out, threads=1)
     assert "\n" not in str(refused.value)
+
+
+def test_modelopt_int8_is_deterministic_tensorrt_style_and_leaves_its_source_alone(exported, tmp_path):
+    source = exported[0] / "mask_decoder.onnx"
+    before = (source.read_bytes(), source.stat().st_mtime_ns)
+    backend = OrtBackend(exported[0], threads=1)
+    feeds = record_stage_feeds(backend, load_clips(CALIBRATION, backend.geometry.image_size), tokenizer_of(backend))
+    plan = Int8Plan(scheme="modelopt")
+    files = [tmp_path / f"mask_decoder-{attempt}.onnx" for attempt in range(2)]
+    for file in files:
+        write_int8(source, file, feeds["mask_decoder"], plan)
+    assert (source.read_bytes(), source.stat().st_mtime_ns) == before, "ModelOpt rewrote the source graph"
+    assert set(tmp_path.iterdir()) == set(files), "side files left beside the graphs"
+    first, second = (onnx.load(str(file)) for file in files)
+    quantizers = [node for node in first.graph.node if node.op_type == "QuantizeLinear"]
+    assert quantizers, "no Q/DQ placed"
+    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in first.graph.initializer}
+    zero_points = [initializers[node.input[2]] for node in quantizers if len(node.input) > 2 and node.input[2] in initializers]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points), "TensorRT wants s8, zero point 0"
+    assert onnx.helper.printable_graph(first.graph) == onnx.helper.printable_graph(second.graph)
+    second_initializers = {i.name: onnx.numpy_helper.to_array(i) for i in second.graph.initializer}
+    assert all(np.array_equal(initializers[name], second_initializers[name]) for name in initializers)
+    assert plan.stage_precision == "int8"
+
+
+def test_modelopt_build_records_its_tool_and_runs(exported, tmp_path):
+    out = tmp_path / "modelopt"
+    stages = ("mask_decoder", "memory_encoder")
+    report = build_precision(BuildConfig(exported[0], out, "int8", stages=stages, calibration=CALIBRATION,
+                                         gate_clips=GATE_CLIPS, int8=Int8Plan(scheme="modelopt"), gate=ANY_RESULT,
+                                         threads=1))
+    assert report["plan"]["int8"]["tool"] == "modelopt.onnx.quantization.quantize"
+    assert report["plan"]["converter_versions"]["nvidia-modelopt"]
+    manifest = load_manifest(out)
+    assert {name: manifest.stage_precision(name) for name in stages} == {name: "int8" for name in stages}
+    backend = OrtBackend(out, threads=1)
+    results = track_prompted(backend, load_clips(GATE_CLIPS, backend.geometry.image_size)[0], "sam2",
+                             tokenizer_of(backend))
+    assert len(results) == GATE_CLIPS.frames and all(np.isfinite(r.logits).all() for r in results)
+
+
+def test_modelopt_refuses_percentile_and_says_how_to_install_itself(monkeypatch, tmp_path):
+    import sys
+
+    from mqc_edge.precision.plans import MODELOPT_INSTALL, modelopt_version
+    with pytest.raises(ConfigError, match=r"modelopt scheme\): expected one of \['entropy', 'minmax'\], got 'percentile'"):
+        Int8Plan(scheme="modelopt", method="percentile")
+    monkeypatch.setitem(sys.modules, "modelopt.onnx.quantization", None)
+    with pytest.raises(ConfigError, match="not installed") as caught:
+        modelopt_version()
+    assert MODELOPT_INSTALL in str(caught.value) and "\n" not in str(caught.value)
