@@ -42,12 +42,12 @@ RUN=${GPU_TRAIN_RUN:-/tmp/mqc_gpu_train}
 
 TRAIN_ARGS=(train --out "$RUN" --init "$INIT" --device "$DEVICE" --text-states "$STATES" --batch-clips "$BATCH"
             --loader-workers "$WORKERS" --time-limit "$MINUTES" --steps "$STEPS" --lr 1e-4 --focal-weight 1
-            --objects 3 --clip-frames 6 --start-shares 0.4 0.4 0.2 --degraded-share 0.3 --validate-every 0
+            --objects 3 --clip-frames 6 --start-shares 0.5 0.35 0.15 --degraded-share 0.5 --validate-every 0
             --checkpoint-minutes 2 --threads 4 --memory-read-weight 1 --box-token-weight 1
             --trainable sam.sam_mask_decoder sam.sam_prompt_encoder fusion. text_encoder.projection
             sam.memory_attention sam.memory_encoder sam.obj_ptr_proj sam.maskmem_tpos_enc sam.no_obj_ptr dami.
             sam.image_encoder)
-# the recipe (docs/model_card.md, Recipe step 7, which made the shipped weights) at 32 clips a step;
+# the recipe (docs/model_card.md, Recipe step 8, which made the shipped weights) at 32 clips a step;
 # the uncertainty head is not in the trainable set: it is trained afterwards on the frozen model
 # (python -m mqc_edge.training.uncertainty). The memory starts (--memory-mask-gain,
 # --memory-locality) are already in the shipped weights: give them only with a GPU_TRAIN_INIT that
