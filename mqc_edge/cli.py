@@ -565,8 +565,8 @@ def _add_build_parser(commands: argparse._SubParsersAction) -> None:
                             "modelopt: explicit Q/DQ placed and calibrated by NVIDIA ModelOpt for TensorRT "
                             "(pip install 'mqc-edge[modelopt]')")
     build.add_argument("--int8-activation-matmuls", action="store_true",
-                       help="dynamic scheme: quantize the MatMuls between two activations too (attention QK^T and "
-                            "AV), both sides per call")
+                       help="quantize the MatMuls between two activations too (attention QK^T and AV): both sides "
+                            "per call (dynamic) or calibrated (static, modelopt); default: weight nodes only")
     build.add_argument("--node-search", action="store_true",
                        help="mixed: a stage outside the gate alone gets its most INT8-sensitive weight nodes left FP32 "
                        "(top 1, 2, 4, ... of a ranking on the calibration clips, up to half) until it is within the gate")

@@ -179,25 +179,37 @@ def test_cli_build_fp32_copy_passes_and_refuses_an_existing_out(exported, tmp_pa
     assert capsys.readouterr().err.strip().count("\n") == 0
 
 
-def test_dynamic_int8_quantizes_attention_matmuls_only_when_asked(exported, tmp_path):
-    """Memory attention's QK^T and AV multiply two activations: the default dynamic plan leaves them
-    FP32 (onnxruntime's MatMulConstBOnly), `activation_matmuls` makes them MatMulInteger too."""
+@pytest.mark.parametrize("scheme", ["dynamic", "static"])
+def test_int8_quantizes_attention_matmuls_only_when_asked(exported, tmp_path, scheme):
+    """Memory attention's QK^T and AV multiply two activations: the default plans leave them FP32
+    (dynamic: onnxruntime's MatMulConstBOnly; static: only weight nodes are selected),
+    `activation_matmuls` quantizes them too."""
     from mqc_edge.precision.plans import write_int8_dynamic
 
     source = exported[0] / "memory_attention.onnx"
+    feeds = None
+    if scheme == "static":
+        backend = OrtBackend(exported[0], threads=1)
+        feeds = record_stage_feeds(backend, load_clips(CALIBRATION, backend.geometry.image_size),
+                                   tokenizer_of(backend))["memory_attention"]
     counts = {}
     for both in (False, True):
         target = tmp_path / f"memory_attention-{both}.onnx"
-        write_int8_dynamic(source, target, Int8Plan(scheme="dynamic", activation_matmuls=both))
-        graph = onnx.load(str(target))
-        weights = {init.name for init in graph.graph.initializer}
-        float_matmuls = [node for node in graph.graph.node if node.op_type == "MatMul"]
+        plan = Int8Plan(scheme=scheme, activation_matmuls=both)
+        if scheme == "dynamic":
+            write_int8_dynamic(source, target, plan)
+        else:
+            write_int8(source, target, feeds, plan)
+        graph = onnx.load(str(target)).graph
+        weights = {init.name for init in graph.initializer}
+        dequantized = {node.output[0] for node in graph.node if node.op_type == "DequantizeLinear"}
+        matmuls = [node for node in graph.node if node.op_type in ("MatMul", "MatMulInteger")]
+        quantized = [node for node in matmuls if node.op_type == "MatMulInteger" or set(node.input) <= dequantized]
+        float_matmuls = [node for node in matmuls if node not in quantized]
         assert all(not weights & set(node.input) for node in float_matmuls), "a weight MatMul stayed FP32"
-        counts[both] = (len(float_matmuls), sum(node.op_type == "MatMulInteger" for node in graph.graph.node))
+        counts[both] = (len(float_matmuls), len(quantized))
     assert counts[False][0] > 0 and counts[True][0] == 0
     assert counts[True][1] == counts[False][1] + counts[False][0]
-    with pytest.raises(ConfigError, match="int8-activation-matmuls: a dynamic-scheme option"):
-        Int8Plan(activation_matmuls=True)
 
 
 def _matmul_softmax_graph(weight: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
@@ -327,3 +339,27 @@ def test_modelopt_refuses_percentile_and_says_how_to_install_itself(monkeypatch,
     with pytest.raises(ConfigError, match="not installed") as caught:
         modelopt_version()
     assert MODELOPT_INSTALL in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_modelopt_selects_nodes_by_exact_name(tmp_path):
+    """ModelOpt reads node names as regular expressions matched at the start: `mm_1` alone must not
+    also quantize `mm_10`."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(0)
+    weights = [onnx.numpy_helper.from_array(rng.standard_normal((16, 16)).astype(np.float32), name) for name in ("w1", "w10")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm_1"),
+             helper.make_node("MatMul", ["h", "w10"], ["y"], name="mm_10")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 16])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    source, target = tmp_path / "g.onnx", tmp_path / "q.onnx"
+    onnx.save(model, str(source))
+    feeds = [{"x": rng.standard_normal((8, 16)).astype(np.float32)} for _ in range(4)]
+    write_int8(source, target, feeds, Int8Plan(scheme="modelopt", only_nodes=("mm_1",)))
+    quantized = onnx.load(str(target)).graph
+    dequantized = {node.output[0] for node in quantized.node if node.op_type == "DequantizeLinear"}
+    by_name = {node.name: node for node in quantized.node if node.op_type == "MatMul"}
+    assert set(by_name["mm_1"].input) <= dequantized
+    assert not set(by_name["mm_10"].input) & dequantized
