@@ -89,7 +89,7 @@ class Int8Plan:
     activation_matmuls: bool = False  # also the MatMuls of two activations (attention's QK^T and AV): the
     # dynamic scheme's scales per call, the static and modelopt schemes' calibrated Q/DQ on both sides. Off:
     # weight nodes only: a softmax output on per-tensor u8 steps (most probabilities under one step) took the
-    # trained image encoder alone from 0.845 to 0.698 mean mask IoU in MQC mode (docs/precision.md)
+    # image encoder alone from 0.845 to 0.698 mean mask IoU in MQC mode on run A's weights (docs/precision.md)
     excluded_nodes: tuple[str, ...] = ()  # node names (as in the source graph) left FP32 (node sensitivity)
     only_nodes: tuple[str, ...] | None = None  # quantize these nodes alone (None: every weight node of `op_types`,
     # and with `activation_matmuls` every node of them)
