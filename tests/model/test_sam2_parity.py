@@ -125,10 +125,12 @@ def _run_ours(model: torch.nn.Module, clip: Path, kind: str, fill_hole_area: int
 
 
 def _compare(meta: list[np.ndarray], ours: list, label: str, relative: bool = False,
-             bound: float = MAX_ABS_LOGIT) -> tuple[float, float, float]:
-    """Logits within `bound` (of the largest |logit| of the clip when `relative`: trained
-    weights give logits of tens, where float32 summation order alone moves them by ~1e-5)."""
+             bound: float = MAX_ABS_LOGIT, frames: int = NUM_FRAMES) -> tuple[float, float, float]:
+    """Logits of the first `frames` frames within `bound` (of the largest |logit| of the clip when
+    `relative`: trained weights give logits of tens, where float32 summation order alone moves them
+    by ~1e-5)."""
     assert len(meta) == len(ours) == NUM_FRAMES
+    meta, ours = meta[:frames], ours[:frames]
     diffs, ious = [], []
     for reference, result in zip(meta, ours):
         assert result.logits.shape == reference.shape == (FRAME_H, FRAME_W)
@@ -173,19 +175,44 @@ def test_compact_variant_matches_meta_predictor(tmp_path: Path, clip: Path) -> N
     _compare(meta, _run_ours(model, clip, "box", 0), "compact seed9 box")
 
 
+def _float_order_spread(checkpoint: Path, clip: Path, size: int, reference: list[np.ndarray]) -> float:
+    """Meta's predictor against itself: the largest logit difference between `reference` (its run at
+    the current thread count) and its run at another (two, or one if that is not one), which sums
+    the same float32 products in another order. A trained memory loop amplifies such differences frame by frame (see
+    `test_trained_default_matches_meta_predictor`), so this is the floor any other pipeline's
+    agreement with it can be judged against."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else 1)
+    try:
+        other = _run_meta(checkpoint, clip, "box", "compact", size)
+    finally:
+        torch.set_num_threads(threads)
+    return max(float(np.abs(a - b).max()) for a, b in zip(reference, other))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not DEFAULT_WEIGHTS.is_file(), reason="the trained default weights are not in this checkout")
 def test_trained_default_matches_meta_predictor(tmp_path: Path, clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The shipped default's SAM 2 part in Meta's predictor: trained logits span several units.
 
-    Both pipelines store memories in bfloat16. Float32 differences of ~1e-6 in what each computes
-    flip a few memory values by one bfloat16 step (2^-8 of the value), and the flips carry into
-    later frames' logits: 2.9e-4 to 5.9e-4 of the clip's largest |logit| in runs here on the
-    tenth-session default (float32 memories: 4.5e-6). So the pipelines are compared with float32 memories on both sides, at the bound of
-    the random-weight tests (`torch.bfloat16` is float32 for those runs: Meta's predictor and our
-    MemoryEncoderStage both look it up when they store a memory). As shipped, with bfloat16
-    memories, masks still agree and logits stay within 1e-3 of the largest |logit| (the export
-    parity bound of issue 17)."""
+    Both pipelines store memories in bfloat16; float32 differences of ~1e-6 in what each computes
+    flip a few memory values by one bfloat16 step, and a trained memory loop carries such
+    differences into later frames' logits. So the whole clip is compared with float32 memories on
+    both sides (`torch.bfloat16` is float32 for that run: Meta's predictor and our
+    MemoryEncoderStage both look it up when they store a memory), its logits within 1e-4 of the
+    clip's largest |logit| (the random-weight tests' bound) or within Meta's own float-order spread
+    (`_float_order_spread`), whichever is larger, and its masks within the fixed IoU bounds. As
+    shipped, with bfloat16 memories, the first half of the clip is held to 1e-3 (the export parity
+    bound of issue 17) and the IoU bounds.
+
+    Measured here (2026-12-02). Tenth- to twelfth-session defaults: float32 memories 4.5e-6, and the
+    whole clip within 1e-3 with bfloat16 memories. The fifteenth-session default (run W2, memory
+    path retrained) amplifies float order itself. Float32 memories: ours vs Meta 0.47 (5.0e-3 of
+    94.1) at one thread, Meta at one vs two threads 0.96, ours 0.31, all from 2.5e-5 on frame 0;
+    masks IoU mean 0.99962, min 0.99826. Bfloat16 memories: frames 0-11 within 7.7e-3 (8e-5);
+    later frames 0.12 to 29 at one thread (IoU min 0.9937), 0.054 at two threads, where ours at one
+    vs two threads also differs by 29 and Meta by 0.47: which bfloat16 step flips where depends on
+    summation order, not on a difference in what the pipelines compute."""
     from mqc_edge.benchmarks.meta_predictor import meta_checkpoint
     from mqc_edge.model.checkpoint import load_checkpoint
 
@@ -196,10 +223,14 @@ def test_trained_default_matches_meta_predictor(tmp_path: Path, clip: Path, monk
         patch.setattr(torch, "bfloat16", torch.float32)
         meta = _run_meta(checkpoint, clip, "box", "compact", size)
         ours = _run_ours(model.sam, clip, "box", 0)
-    _compare(meta, ours, "trained default box, float32 memories", relative=True)
+        spread = _float_order_spread(checkpoint, clip, size, meta)
+    scale = max(1.0, max(float(np.abs(m[m > -1000]).max(initial=0.0)) for m in meta))
+    print(f"\nMeta's predictor, one vs two threads, float32 memories: max|dlogit| {spread:.2e}")
+    _compare(meta, ours, "trained default box, float32 memories", relative=True,
+             bound=max(MAX_ABS_LOGIT, spread / scale))
     meta = _run_meta(checkpoint, clip, "box", "compact", size)
-    _compare(meta, _run_ours(model.sam, clip, "box", 0), "trained default box, bfloat16 memories", relative=True,
-             bound=BFLOAT16_MEMORY_LOGIT)
+    _compare(meta, _run_ours(model.sam, clip, "box", 0), "trained default box, bfloat16 memories, first half",
+             relative=True, bound=BFLOAT16_MEMORY_LOGIT, frames=NUM_FRAMES // 2)
 
 
 @pytest.mark.slow
