@@ -124,6 +124,11 @@ def _run_ours(model: torch.nn.Module, clip: Path, kind: str, fill_hole_area: int
     return results
 
 
+def _logit_scale(meta: list[np.ndarray]) -> float:
+    """The clip's largest |logit| (at least 1), no-object fills (-1024) left out."""
+    return max(1.0, max(float(np.abs(m[m > -1000]).max(initial=0.0)) for m in meta))
+
+
 def _compare(meta: list[np.ndarray], ours: list, label: str, relative: bool = False,
              bound: float = MAX_ABS_LOGIT, frames: int = NUM_FRAMES) -> tuple[float, float, float]:
     """Logits of the first `frames` frames within `bound` (of the largest |logit| of the clip when
@@ -141,7 +146,7 @@ def _compare(meta: list[np.ndarray], ours: list, label: str, relative: bool = Fa
     print(f"\n{label}: max|dlogit| {max(diffs):.2e}, IoU mean {np.mean(ious):.6f} min {min(ious):.6f}, "
           f"mask area {min(areas):.3f}..{max(areas):.3f}")
     assert max(areas) > 0.001, "Meta's masks are all empty: the comparison would be vacuous"
-    scale = max(1.0, max(float(np.abs(m[m > -1000]).max(initial=0.0)) for m in meta)) if relative else 1.0
+    scale = _logit_scale(meta) if relative else 1.0
     assert max(diffs) <= bound * scale
     assert np.mean(ious) >= MEAN_IOU and min(ious) >= MIN_IOU
     return max(diffs), float(np.mean(ious)), min(ious)
@@ -178,9 +183,9 @@ def test_compact_variant_matches_meta_predictor(tmp_path: Path, clip: Path) -> N
 def _float_order_spread(checkpoint: Path, clip: Path, size: int, reference: list[np.ndarray]) -> float:
     """Meta's predictor against itself: the largest logit difference between `reference` (its run at
     the current thread count) and its run at another (two, or one if that is not one), which sums
-    the same float32 products in another order. A trained memory loop amplifies such differences frame by frame (see
-    `test_trained_default_matches_meta_predictor`), so this is the floor any other pipeline's
-    agreement with it can be judged against."""
+    the same float32 products in another order. A trained memory loop amplifies such differences
+    frame by frame (see `test_trained_default_matches_meta_predictor`), so this is the floor any
+    other pipeline's agreement with it can be judged against."""
     threads = torch.get_num_threads()
     torch.set_num_threads(2 if threads == 1 else 1)
     try:
@@ -224,10 +229,9 @@ def test_trained_default_matches_meta_predictor(tmp_path: Path, clip: Path, monk
         meta = _run_meta(checkpoint, clip, "box", "compact", size)
         ours = _run_ours(model.sam, clip, "box", 0)
         spread = _float_order_spread(checkpoint, clip, size, meta)
-    scale = max(1.0, max(float(np.abs(m[m > -1000]).max(initial=0.0)) for m in meta))
     print(f"\nMeta's predictor, one vs two threads, float32 memories: max|dlogit| {spread:.2e}")
     _compare(meta, ours, "trained default box, float32 memories", relative=True,
-             bound=max(MAX_ABS_LOGIT, spread / scale))
+             bound=max(MAX_ABS_LOGIT, spread / _logit_scale(meta)))
     meta = _run_meta(checkpoint, clip, "box", "compact", size)
     _compare(meta, _run_ours(model.sam, clip, "box", 0), "trained default box, bfloat16 memories, first half",
              relative=True, bound=BFLOAT16_MEMORY_LOGIT, frames=NUM_FRAMES // 2)
