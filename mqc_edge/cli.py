@@ -186,6 +186,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         save_logits=args.save_logits, threads=args.threads, overlay_fps=args.overlay_fps if args.overlay else None,
         frame_format=frame_format, roi=_roi_config(args), save_uncertainty=args.save_uncertainty,
         uncertainty_gate=args.uncertainty_gate, memory_weighting=args.memory_weighting,
+        encode_ahead=args.encode_ahead,
     )
     print(f"{description}\nwrote {count} frames to {args.out}", file=sys.stderr)
     return 0
@@ -253,7 +254,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         vs_sam2=args.vs_sam2, modes=tuple(args.modes), objects=tuple(args.objects), frames=args.frames, repeats=args.repeats, threads=args.threads,
         video=args.video, box=tuple(args.box) if args.box else None, clip_size=args.clip_size, seed=args.seed,
         device_peak=args.device_peak, u8s8_peak=args.u8s8_peak, device=args.device, precision=args.precision,
-        meta_compiled=args.vs_sam2_compiled, frame_step=args.frame_step,
+        meta_compiled=args.vs_sam2_compiled, frame_step=args.frame_step, encode_ahead=args.encode_ahead,
     )
     print(markdown(run_benchmark(config)))
     print(f"wrote {args.out / 'report.json'}, report.md and plots", file=sys.stderr)
@@ -515,6 +516,9 @@ def _add_run_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--overlay", action="store_true", help="also write O/overlay.mp4 (every object's mask tinted)")
     run.add_argument("--overlay-fps", type=float, default=10.0, help="frame rate of overlay.mp4")
     run.add_argument("--threads", type=int, default=None, help="CPU threads of the backend")
+    run.add_argument("--encode-ahead", action="store_true",
+                     help="onnxruntime CPU: encode frame t+1 in a worker thread while frame t's memory stages run "
+                          "(more frames/s on 2+ cores; --threads defaults to 1 per session then; docs/benchmarks.md)")
     run.add_argument("--roi", choices=("auto", "off"), default="off",
                      help="auto: track each tiny object (box or mask start) on square crops around it, zoomed to the "
                           "model size (ROS-SAM; docs/architecture.md); text starts are refused")
@@ -590,6 +594,9 @@ def _add_bench_parser(commands: argparse._SubParsersAction) -> None:
     bench.add_argument("--frame-step", action="store_true",
                        help="add the torch backend with each SAM 2 mode tracking frame as one captured step "
                             "(a CUDA graph on --device cuda)")
+    bench.add_argument("--encode-ahead", action="store_true",
+                       help="add, per export and mode, onnxruntime with encode-ahead (1-thread sessions; the next "
+                            "frame's image encoder beside this frame's memory stages)")
     bench.add_argument("--vs-sam2-compiled", action="store_true",
                        help="with --vs-sam2 on --device cuda: also Meta's predictor compiled (vos_optimized=True; "
                             "torch.compile takes minutes)")

@@ -42,6 +42,9 @@ META_COMPILED = f"{META} (vos_optimized)"
 MODES = ("sam2", "mqc")
 FRAME_STEP_LABEL = "frame-step"
 """Contestant label of the torch backend with `TrackerConfig.frame_step` (one CUDA graph per tracking frame on CUDA)."""
+ENCODE_AHEAD_LABEL = "encode-ahead"
+"""Contestant label of onnxruntime on the CPU with `TrackerConfig.encode_ahead`, every session one thread
+(the image encoder's worker thread and the caller's thread then share the cores)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class BenchConfig:
     precision: str = "fp32"  # of the torch contestant and Meta's predictor: fp32, tf32, fp16, bf16 (torch_backend.py)
     meta_compiled: bool = False  # with vs_sam2 on CUDA: Meta's predictor compiled too (vos_optimized: minutes of torch.compile)
     frame_step: bool = False  # a torch contestant more in SAM 2 mode: tracking frames as one captured step (CUDA graph)
+    encode_ahead: bool = False  # per export and mode, an onnxruntime contestant more with encode-ahead, 1-thread sessions
 
     def __post_init__(self) -> None:
         if not self.modes or set(self.modes) - set(MODES):
@@ -81,6 +85,8 @@ class BenchConfig:
         if self.frame_step and not (("torch" in self.backends or self.vs_pytorch) and "sam2" in self.modes):
             raise ConfigError("bench --frame-step: the captured tracking step is the torch backend's, in SAM 2 mode; "
                               f"got backends {list(self.backends)} (vs_pytorch={self.vs_pytorch}), modes {list(self.modes)}")
+        if self.encode_ahead and "onnxruntime" not in self.backends:
+            raise ConfigError(f"bench --encode-ahead: runs onnxruntime on the CPU; got backends {list(self.backends)}")
 
 
 @dataclass
@@ -189,8 +195,9 @@ def _sync_counter(source: ModelSource) -> Callable[[], int] | None:
 
 
 def _runners(config: BenchConfig, clip: BenchClip, boxes: list[Box], sources: dict[tuple[str, str], ModelSource],
-             meta: dict[str, object]) -> dict[str, Callable[[], ContestantRun]]:
-    """One pass of each contestant on `boxes`, as a call."""
+             meta: dict[str, object], ahead: dict[str, ModelSource]) -> dict[str, Callable[[], ContestantRun]]:
+    """One pass of each contestant on `boxes`, as a call; `ahead`: per export label, the 1-thread
+    onnxruntime source of its encode-ahead contestants."""
     from mqc_edge.benchmarks.meta_predictor import run_meta_predictor
 
     prompts = [{"box": box} for box in boxes]
@@ -204,6 +211,11 @@ def _runners(config: BenchConfig, clip: BenchClip, boxes: list[Box], sources: di
             for name, tracker_config in configs.items():
                 runners[name] = lambda s=source, c=tracker_config, n=name: run_tracker(
                     n, MultiTracker(s.backend, c, s.tokenizer, s.text_cache), clip.frames, prompts, _sync_counter(s))
+        for label, source in ahead.items():
+            config_ahead = TrackerConfig(mode=mode, encode_ahead=True)
+            runners[encode_ahead_name(mode, label)] = lambda s=source, c=config_ahead, n=encode_ahead_name(mode, label): \
+                run_tracker(n, MultiTracker(s.backend, c, s.tokenizer, s.text_cache), clip.frames, prompts,
+                            overlapped=True)
     for name, predictor in meta.items():
         runners[name] = lambda p=predictor: run_meta_predictor(p, clip.folder, boxes, config.precision)
     return runners
@@ -227,6 +239,9 @@ def measure(config: BenchConfig, clip: BenchClip, scratch: Path,
     sources = {(backend, label): _torch_source(config) if backend == "torch" else
                load_model(path, backend=backend, threads=config.threads)
                for backend, label, path in _entrants(config, export_labels(config))}
+    ahead = {label: load_model(path, backend="onnxruntime", threads=1)
+             for backend, label, path in _entrants(config, export_labels(config))
+             if config.encode_ahead and backend == "onnxruntime"}
     meta, skipped = _meta_predictors(config, clip, scratch) if config.vs_sam2 else ({}, {})
     if config.frame_step:
         skipped.update(_capture_frame_steps(config, sources))
@@ -234,9 +249,25 @@ def measure(config: BenchConfig, clip: BenchClip, scratch: Path,
     if not_built is not None:
         not_built.update(skipped)
     frame_size = clip.frames[0].shape[:2]
-    return {count: interleave(_runners(config, clip, prompt_boxes(clip.boxes, count, frame_size), sources, meta),
-                              config.repeats)
+    return {count: interleave(_runners(config, clip, prompt_boxes(clip.boxes, count, frame_size), sources, meta,
+                                       ahead), config.repeats)
             for count in config.objects}
+
+
+def encode_ahead_name(mode: str, label: str) -> str:
+    """The onnxruntime contestant with `TrackerConfig.encode_ahead` on the export labelled `label`."""
+    return contestant_name("onnxruntime", mode, f"{label} {ENCODE_AHEAD_LABEL}".strip())
+
+
+def _speedups_encode_ahead(config: BenchConfig, labels: dict[str, Path],
+                           contestants: dict[str, dict]) -> dict[str, float]:
+    """Per encode-ahead contestant: its serial twin's ms/frame p50 (same export and mode, `threads`
+    per session) over its own."""
+    def p50(name: str) -> float:
+        return contestants[name]["ms_per_frame"]["p50"]
+
+    return {encode_ahead_name(mode, label): p50(contestant_name("onnxruntime", mode, label))
+            / p50(encode_ahead_name(mode, label)) for label in labels for mode in config.modes}
 
 
 def _frame_step_name(label: str) -> str:
@@ -371,6 +402,7 @@ def _summaries(config: BenchConfig, labels: dict[str, Path], results: dict[int, 
                               "holds the first frames back for TMCC's window): give more --frames")
     export_of = {contestant_name(backend, mode, label): label
                  for backend, label, _ in _entrants(config, labels) for mode in config.modes}
+    export_of.update({encode_ahead_name(mode, label): label for label in labels for mode in config.modes})
     first = next(iter(labels))
     return {count: {name: _summarize_contestant(result, costs[count][export_of.get(name, first)])
                     for name, result in by_name.items()} for count, by_name in results.items()}
@@ -403,6 +435,8 @@ def run_benchmark(config: BenchConfig) -> dict:
         report["exports"] = {label: str(path) for label, path in labels.items()}
         report["stage_costs_by_export"] = costs[headline]
         report["speedup_vs_first_export"] = _speedups_vs_first_export(config, labels, summaries[headline])
+    if config.encode_ahead:
+        report["speedup_encode_ahead"] = _speedups_encode_ahead(config, labels, summaries[headline])
     if config.vs_sam2:
         report["speedup_vs_sam2"] = _speedups(summaries[headline])
     if len(config.objects) > 1:

@@ -33,7 +33,8 @@ def markdown(report: dict) -> str:
         for stage, stats in summary["stages"].items():
             lines.append(f"| {name} | {stage} | {stats['p50']:.2f} | {stats['p90']:.2f} | {stats['p99']:.2f} "
                          f"{_efficiency_cells(summary['stage_efficiency'].get(stage))}")
-    return "\n".join(lines + _exports_table(report) + _objects_table(report) + _device_lines(report)) + "\n"
+    return "\n".join(lines + _exports_table(report) + _encode_ahead_lines(report) + _objects_table(report)
+                     + _device_lines(report)) + "\n"
 
 
 def _efficiency_cells(efficiency: dict | None) -> str:
@@ -65,6 +66,16 @@ def _exports_table(report: dict) -> list[str]:
     if vs_meta:
         lines.append("| speed vs Meta's predictor | " + " | ".join(f"{vs_meta[n]:.2f}x" for n in names) + " |")
     return lines
+
+
+def _encode_ahead_lines(report: dict) -> list[str]:
+    """Encode-ahead contestants (1-thread sessions) against their serial twins (`threads` per session)."""
+    if "speedup_encode_ahead" not in report:
+        return []
+    threads = report["config"]["threads"]
+    return ["", f"Encode-ahead (1-thread sessions, image encoder of frame t+1 beside frame t's memory stages) over "
+                f"the same export run serially with {threads} threads per session:", ""] + [
+        f"- {name}: {ratio:.2f}x" for name, ratio in report["speedup_encode_ahead"].items()]
 
 
 def _u8s8_line(peak: dict) -> str:

@@ -31,6 +31,7 @@ class TrackerConfig:
     uncertainty_gate: float | None = None  # MQC: no FIFO write when boundary_uncertainty exceeds it; None: off
     memory_weighting: str = "confidence"  # MQC memory writes: sigmoid(logits) (SAM 2), or "uncertainty": x (1 - u)
     frame_step: bool = False  # SAM 2 mode: tracking frames through the backend's captured step (torch on CUDA: one CUDA graph)
+    encode_ahead: bool = False  # image encoder of frame t+1 in a worker thread while frame t's memory stages run; results one frame later
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -44,6 +45,9 @@ class TrackerConfig:
         if self.frame_step and self.mode != "sam2":
             raise ConfigError("frame_step: the captured tracking step is SAM 2 mode's; MQC mode's gates decide "
                               "between its stages on the host")
+        if self.encode_ahead and self.frame_step:
+            raise ConfigError("encode_ahead with frame_step: the captured step runs the image encoder inside the "
+                              "tracking frame's replay, so there is no encoder call to run ahead")
         if self.uncertainty_band_px < 1 or not (self.uncertainty_gate is None or 0 <= self.uncertainty_gate <= 1):
             raise ConfigError(f"uncertainty: expected uncertainty_band_px >= 1 and uncertainty_gate None or in "
                               f"[0, 1], got {self.uncertainty_band_px} and {self.uncertainty_gate}")

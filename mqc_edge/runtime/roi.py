@@ -150,6 +150,9 @@ class RoiTracker:
     def __init__(self, backend: StageBackend, config: TrackerConfig | None = None, roi: RoiConfig | None = None,
                  tokenizer: TextTokenizer | None = None,
                  text_cache: dict[str, dict[str, np.ndarray]] | None = None) -> None:
+        if config is not None and config.encode_ahead:
+            raise ConfigError("--roi auto with encode-ahead: crop lanes re-encode their own windows each frame "
+                              "and expect one result per step; run with --roi off or without --encode-ahead")
         self.new_tracker = lambda: MultiTracker(backend, config, tokenizer, text_cache)
         self.full = self.new_tracker()  # refuses a mode the model lacks now
         self.image_size = backend.geometry.image_size

@@ -179,6 +179,7 @@ def run_model(
     save_uncertainty: bool = False,
     uncertainty_gate: float | None = None,
     memory_weighting: str = "confidence",
+    encode_ahead: bool = False,
 ) -> tuple[int, str]:
     """`mqc-edge run`: load `model` (a checkpoint or an `mqc-edge export` directory), stream the
     video's frames through one Tracker per object (the image encoder shared), write the outputs
@@ -186,12 +187,17 @@ def run_model(
     (default `FrameFormat()`) says how raw pixels become 8-bit RGB: white point, GeoTIFF bands and
     stretch. `roi` (`--roi auto`) tracks tiny objects on crops around them (runtime/roi.py); None
     (`--roi off`) segments whole frames. `save_uncertainty` writes the CroBIM-U maps (O/uncertainty/);
-    `uncertainty_gate` and `memory_weighting` are the `TrackerConfig` fields of that name."""
+    `uncertainty_gate`, `memory_weighting` and `encode_ahead` are the `TrackerConfig` fields of that name;
+    with `encode_ahead`, `threads` None means one thread per session (the two stages in flight share
+    the cores: docs/benchmarks.md, "Encode-ahead")."""
     from mqc_edge.data.frames import frame_count, iter_frames
     from mqc_edge.runtime.model_source import load_model
 
+    if encode_ahead and threads is None:
+        threads = 1
     source = load_model(model, backend, model_config, image_size, threads=threads)
-    config = TrackerConfig(mode=mode, uncertainty_gate=uncertainty_gate, memory_weighting=memory_weighting)
+    config = TrackerConfig(mode=mode, uncertainty_gate=uncertainty_gate, memory_weighting=memory_weighting,
+                           encode_ahead=encode_ahead)
     tracker = new_tracker(source.backend, config, roi, tokenizer=source.tokenizer, text_cache=source.text_cache)
     frame_format = frame_format or FrameFormat()
     frames = iter_frames(video, frame_format)  # whole Frames: a GeoTIFF frame's georef reaches the geo outputs

@@ -10,7 +10,8 @@ TMCC's window is full, so `start` and `step` return what is ready (possibly noth
 `finish` flushes the rest. The image encoder runs once per frame for all objects, since it does
 not depend on the prompt. One object is a batch of one: `start` / `step` / `finish` are
 `start_objects` / `step_objects` / `finish_objects` with one prompt (runtime/multi_tracker.py
-calls the latter). The Tracker reads only small arrays from the backend: low-resolution logits,
+calls the latter). With `config.encode_ahead` the next frame's image encoding overlaps this frame's
+memory stages (runtime/encode_ahead.py) and every frame's results come one call later. The Tracker reads only small arrays from the backend: low-resolution logits,
 scores.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 from mqc_edge.errors import BadFrameError, ConfigError, PromptError
 from mqc_edge.runtime.backends.stage_backend import StageBackend
 from mqc_edge.runtime.config import TrackerConfig
+from mqc_edge.runtime.encode_ahead import EncodeAhead
 from mqc_edge.runtime.mqc.mode import MQCMode, MQCState
 from mqc_edge.runtime.preprocess import check_frame
 from mqc_edge.runtime.results import FrameResult
@@ -49,7 +51,11 @@ class Tracker:
         if self.config.frame_step and not hasattr(backend, "frame_step"):
             raise ConfigError(f"frame_step: this backend ({getattr(backend, 'description', type(backend).__name__)}) "
                               "has no captured frame step; the torch backend has one (a CUDA graph on CUDA)")
+        if self.config.encode_ahead and not getattr(backend, "concurrent_stages", False):
+            raise ConfigError(f"encode_ahead: this backend ({getattr(backend, 'description', type(backend).__name__)}) "
+                              "does not run two stages at once; onnxruntime on the CPU does")
         self.calls = StageCalls(backend, self.config)
+        self.ahead = EncodeAhead(self.calls) if self.config.encode_ahead else None
         self.mode = MQCMode(self.calls) if self.config.mode == "mqc" else SAM2Mode(self.calls)
         self.states: list[SAM2State] | list[MQCState] = []  # one per object, in prompt order
 
@@ -73,6 +79,8 @@ class Tracker:
         """`start` for K objects at once, `prompts[k]` holding object k's `start` keywords; one
         result list per object. Nothing changes unless every prompt is valid."""
         check_frame(frame0, "0")
+        if self.ahead is not None:
+            self.ahead.close()  # a new video: the last one's frame in flight is dropped
         encoded = self.calls.encode_frame(frame0, len(prompts))
         frame_size = frame0.shape[:2]
         timings = [dict(encoded.timings) for _ in prompts]
@@ -88,10 +96,14 @@ class Tracker:
 
     def step_objects(self, frame: np.ndarray) -> list[list[FrameResult]]:
         """`step` for every object: one image encoding, then the mode's step over the K objects
-        (with `config.frame_step`, both in the backend's captured step)."""
+        (with `config.frame_step`, both in the backend's captured step; with `config.encode_ahead`,
+        this frame's encoding starts and the previous frame is segmented)."""
         self.check_next(frame)
         if self.config.frame_step:
             return self.mode.step_captured(self.states, frame)
+        if self.ahead is not None:
+            encoded = self.ahead.swap(frame, len(self.states))
+            return [[] for _ in self.states] if encoded is None else self.mode.step(self.states, encoded)
         return self.mode.step(self.states, self.calls.encode_frame(frame, len(self.states)))
 
     def finish(self) -> list[FrameResult]:
@@ -100,13 +112,18 @@ class Tracker:
         return self.finish_objects()[0]
 
     def finish_objects(self) -> list[list[FrameResult]]:
-        """`finish` for every object."""
-        return self.mode.flush(self._started())
+        """`finish` for every object: the frame encoded ahead, if any, then what the mode holds back."""
+        states = self._started()
+        held = self.ahead.take() if self.ahead is not None else None
+        stepped = [[] for _ in states] if held is None else self.mode.step(states, held)
+        if self.ahead is not None:
+            self.ahead.close()
+        return [first + rest for first, rest in zip(stepped, self.mode.flush(states), strict=True)]
 
     def check_next(self, frame: np.ndarray) -> None:
         """The next frame must be uint8 RGB of the video's size: memory features are spatial."""
         state = self._started()[0]
-        index = state.next_index
+        index = state.next_index + (1 if self.ahead is not None and self.ahead.holding else 0)
         check_frame(frame, str(index))
         if frame.shape[:2] != state.frame_size:
             raise BadFrameError(f"frame {index}: expected size {state.frame_size}, got {frame.shape[:2]}")

@@ -52,3 +52,21 @@ def test_bench_sweeps_object_counts_and_modes_in_one_run(exported, tmp_path):
     assert three["vs_first_count"] == three["ms_per_frame"]["p50"] / one["ms_per_frame"]["p50"]
     assert three["stages_p50"]["memory_attention"] > 0
     assert (out / "objects.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_encode_ahead_runs_beside_its_serial_twin_with_their_ratio(exported, tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = main(["bench", str(exported[0]), "--out", str(out), "--frames", "6", "--repeats", "1", "--threads", "2",
+                 "--clip-size", "160", "--encode-ahead"])
+    report = json.loads((out / "report.json").read_text())
+    serial, ahead = "mqc-edge/onnxruntime", "mqc-edge/onnxruntime encode-ahead"
+    assert code == 0 and set(report["contestants"]) == {serial, ahead}
+    assert report["contestants"][serial]["ms_per_frame"]["n"] == 5
+    assert report["contestants"][ahead]["ms_per_frame"]["n"] == 4  # its first step emits nothing, finish the last
+    ms = {name: report["contestants"][name]["ms_per_frame"]["p50"] for name in (serial, ahead)}
+    assert report["speedup_encode_ahead"] == {ahead: ms[serial] / ms[ahead]}
+    # overlapping stages add up to more than the frame: no orchestration is derived for them
+    assert "orchestration" in report["contestants"][serial]["stages"]
+    assert "orchestration" not in report["contestants"][ahead]["stages"]
+    assert "orchestration_fraction" not in report["contestants"][ahead]
+    assert "over the same export run serially with 2 threads per session" in capsys.readouterr().out

@@ -58,6 +58,12 @@ def test_frame_step_is_refused_without_the_torch_backend_in_sam2_mode(tmp_path):
     assert BenchConfig(tmp_path, tmp_path, vs_pytorch=True, frame_step=True).frame_step
 
 
+def test_encode_ahead_is_refused_without_the_onnxruntime_backend(tmp_path):
+    with pytest.raises(ConfigError, match="--encode-ahead: runs onnxruntime on the CPU; got backends"):
+        BenchConfig(tmp_path, tmp_path, backends=("torch",), encode_ahead=True)
+    assert BenchConfig(tmp_path, tmp_path, encode_ahead=True).encode_ahead
+
+
 def test_contestant_names_keep_sam2_mode_plain_and_label_mqc_mode():
     assert contestant_name("onnxruntime", "sam2") == "mqc-edge/onnxruntime"
     assert contestant_name("torch", "mqc") == "mqc-edge/torch (mqc mode)"

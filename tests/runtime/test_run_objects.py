@@ -83,3 +83,23 @@ def test_run_without_any_object_is_one_line(exported, frames_dir, tmp_path, caps
     code = _run(exported, frames_dir, tmp_path / "out")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("mqc-edge: error: run: give at least one object")
+
+
+def test_run_encode_ahead_writes_the_serial_runs_files(exported, frames_dir, tmp_path, capsys) -> None:
+    prompt = ("--box", "10", "20", "40", "40", "--points", "100,70,1", "--save-logits")
+    assert _run(exported, frames_dir, tmp_path / "serial", *prompt) == 0
+    assert _run(exported, frames_dir, tmp_path / "ahead", *prompt, "--encode-ahead") == 0, capsys.readouterr().err
+    for obj in ("obj1", "obj2"):
+        serial, ahead = tmp_path / "serial" / obj, tmp_path / "ahead" / obj
+        names = sorted(path.name for path in (serial / "logits").glob("*.npy"))
+        assert names == sorted(path.name for path in (ahead / "logits").glob("*.npy")) and len(names) == FRAMES
+        for name in names:
+            np.testing.assert_array_equal(np.load(ahead / "logits" / name), np.load(serial / "logits" / name))
+        assert (ahead / "masks_coco_rle.json").read_text() == (serial / "masks_coco_rle.json").read_text()
+
+
+def test_run_encode_ahead_on_the_torch_backend_is_refused_in_one_line(exported, frames_dir, tmp_path, capsys) -> None:
+    code = main(["run", "--checkpoint", str(exported[0]), "--backend", "torch", "--mode", "sam2", "--video",
+                 str(frames_dir), "--out", str(tmp_path / "out"), "--box", "10", "20", "40", "40", "--encode-ahead"])
+    assert code == 2
+    assert "does not run two stages at once; onnxruntime on the CPU does" in capsys.readouterr().err

@@ -144,10 +144,14 @@ class OrtBackend(CheckedBackend):
         executor = (OrtCpu if device == "cpu" else OrtIoBinding)(Path(export_dir), device, threads, check_versions)
         super().__init__(executor)
         self.sessions, self.manifest = executor.sessions, executor.manifest
+        # Two stages at once (encode-ahead): onnxruntime's `run` is thread-safe and CPU handles are
+        # numpy arrays. The CUDA / TensorRT providers' concurrent IO binding is untested (no GPU lent).
+        self.concurrent_stages = device == "cpu"
 
 
 def session_options(threads: int) -> ort.SessionOptions:
-    """Stages run one after another, so parallelism is inside an operator only.
+    """Stages run one after another (but for encode-ahead's image encoder, runtime/encode_ahead.py),
+    so parallelism is inside an operator only.
 
     Spinning is off: every session owns a thread pool, and a pool that busy-waits after its
     stage returns takes the cores from the next stage's pool and from the host code between
