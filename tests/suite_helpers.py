@@ -13,6 +13,21 @@ def synth_dataset(root, videos: int, frames: int, size: int, seed: int):
     return root
 
 
+def drifting_blocks(count: int, seed: int, height: int = 96, width: int = 128):
+    """`count` uint8 RGB frames: two bright blocks drifting 2 px a frame in opposite directions over
+    textured ground (seeded), the first at rows 20-40, the second at rows 60-84."""
+    import numpy as np
+
+    ground = np.random.default_rng(seed).integers(30, 90, size=(height, width, 3), dtype=np.uint8)
+    frames = []
+    for t in range(count):
+        frame = ground.copy()
+        frame[20:40, 10 + 2 * t: 40 + 2 * t] = 230
+        frame[60:84, 100 - 2 * t: 120 - 2 * t] = (40, 200, 220)
+        frames.append(frame)
+    return frames
+
+
 def track_all(tracker, frames, prompts) -> list[list]:
     """Every object's FrameResults of a start/step/finish run of `tracker` (a MultiTracker or
     anything with its verbs) over `frames`."""

@@ -53,6 +53,7 @@ class SoakConfig:
     seed: int = 0
     tolerance: float = 0.05  # issue 5 item 7: within 5 %
     meta_frames: int = 0  # issue 13 item 5: Meta's predictor over the first N frames (its stated cap); 0: off
+    encode_ahead: bool = False  # the Tracker with TrackerConfig.encode_ahead (one frame's features more in flight)
 
     def __post_init__(self) -> None:
         if not 1 <= self.baseline_frame < self.frames:
@@ -91,7 +92,8 @@ def _soak_tracker(config: SoakConfig) -> dict:
     """Our Tracker over every frame; the report without Meta's block."""
     source = load_model(config.export_dir, "onnxruntime", threads=config.threads)
     mode = config.mode or ("mqc" if source.backend.geometry.mqc is not None else "sam2")
-    tracker = Tracker(source.backend, TrackerConfig(mode=mode), source.tokenizer, source.text_cache)
+    tracker = Tracker(source.backend, TrackerConfig(mode=mode, encode_ahead=config.encode_ahead), source.tokenizer,
+                      source.text_cache)
     renderer, box = _synthetic_stream(config)
     samples, began = [], time.perf_counter()
     for t in range(config.frames):
@@ -163,10 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("mqc", "sam2"), default=None)
     parser.add_argument("--meta-frames", type=int, default=defaults.meta_frames,
                         help="also stream the first N frames through Meta's SAM2VideoPredictor (needs torch, sam2)")
+    parser.add_argument("--encode-ahead", action="store_true",
+                        help="the Tracker with encode-ahead (docs/benchmarks.md); give --threads 1 for its 1-thread sessions")
     args = parser.parse_args(argv)
     try:
         report = soak(SoakConfig(args.export_dir, args.out, args.frames, args.baseline_frame, args.every, args.size,
-                                 args.mode, args.threads, args.seed, meta_frames=args.meta_frames))
+                                 args.mode, args.threads, args.seed, meta_frames=args.meta_frames,
+                                 encode_ahead=args.encode_ahead))
     except MqcEdgeError as error:
         print(f"memory_soak: error: {error}", file=sys.stderr)
         return 2

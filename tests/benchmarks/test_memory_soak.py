@@ -29,8 +29,10 @@ def test_state_array_bytes_by_hand() -> None:
     assert state_array_bytes(state) == 2 * 5 * 4 + 3 * 8 + 1
 
 
-def test_memory_stays_flat_from_40_to_160_frames(exported, tmp_path) -> None:
-    config = SoakConfig(exported[0], tmp_path, frames=160, baseline_frame=40, every=40, size=128, threads=1)
+@pytest.mark.parametrize("encode_ahead", [False, True])
+def test_memory_stays_flat_from_40_to_160_frames(exported, tmp_path, encode_ahead: bool) -> None:
+    config = SoakConfig(exported[0], tmp_path, frames=160, baseline_frame=40, every=40, size=128, threads=1,
+                        encode_ahead=encode_ahead)
     report = soak(config)
     assert report["mode"] == "mqc"
     assert [sample["frame"] for sample in report["samples"]] == [40, 80, 120, 160]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from suite_helpers import drifting_blocks
 from mqc_edge.errors import BadFrameError, ConfigError
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.mqc.tmcc import TMCCConfig
@@ -18,22 +19,8 @@ from mqc_edge.runtime.roi import RoiTracker
 from mqc_edge.runtime.run import run_video
 from mqc_edge.runtime.text import TextTokenizer
 
-HEIGHT, WIDTH = 96, 128
 PROMPTS = {"sam2": [{"box": [10, 20, 40, 40]}, {"points": [[110, 72]], "labels": [1]}],
            "mqc": [{"text": "the ship at the bottom"}, {"box": [100, 60, 120, 84]}]}
-
-
-def _frames(count: int) -> list[np.ndarray]:
-    """Two bright blocks drifting in opposite directions over textured ground."""
-    rng = np.random.default_rng(7)
-    ground = rng.integers(30, 90, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
-    frames = []
-    for t in range(count):
-        frame = ground.copy()
-        frame[20:40, 10 + 2 * t: 40 + 2 * t] = 230
-        frame[60:84, 100 - 2 * t: 120 - 2 * t] = (40, 200, 220)
-        frames.append(frame)
-    return frames
 
 
 def _per_call(tracker: MultiTracker, frames: list[np.ndarray], prompts: list[dict]) -> list[list[list]]:
@@ -46,7 +33,7 @@ def _per_call(tracker: MultiTracker, frames: list[np.ndarray], prompts: list[dic
 @pytest.mark.parametrize("mode", sorted(PROMPTS))
 def test_encode_ahead_gives_the_serial_results_exactly_one_call_later(backends, mode: str) -> None:
     _, onnx = backends
-    frames = _frames(9)
+    frames = drifting_blocks(9, seed=7)
     tokenizer = TextTokenizer(onnx.tokenizer_file, onnx.geometry.mqc.text_tokens)
     tmcc = TMCCConfig(n_max=3)  # MQC start-up buffering within the clip
     serial = _per_call(MultiTracker(onnx, TrackerConfig(mode=mode, tmcc=tmcc), tokenizer), frames, PROMPTS[mode])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from suite_helpers import CountingBackend, track_all
+from suite_helpers import CountingBackend, drifting_blocks, track_all
 from mqc_edge.errors import BadFrameError, PromptError
 from mqc_edge.runtime.config import TrackerConfig
 from mqc_edge.runtime.multi_tracker import MultiTracker
@@ -18,16 +18,7 @@ HEIGHT, WIDTH = 96, 128
 
 
 def _frames(count: int) -> list[np.ndarray]:
-    """Two bright blocks drifting in opposite directions over textured ground."""
-    rng = np.random.default_rng(4)
-    ground = rng.integers(30, 90, size=(HEIGHT, WIDTH, 3), dtype=np.uint8)
-    frames = []
-    for t in range(count):
-        frame = ground.copy()
-        frame[20:40, 10 + 2 * t : 40 + 2 * t] = 230
-        frame[60:84, 100 - 2 * t : 120 - 2 * t] = (40, 200, 220)
-        frames.append(frame)
-    return frames
+    return drifting_blocks(count, seed=4, height=HEIGHT, width=WIDTH)
 
 
 def _run_single(tracker: Tracker, frames: list[np.ndarray], prompt: dict) -> list:
