@@ -31,7 +31,8 @@ class TrackerConfig:
     uncertainty_gate: float | None = None  # MQC: no FIFO write when boundary_uncertainty exceeds it; None: off
     memory_weighting: str = "confidence"  # MQC memory writes: sigmoid(logits) (SAM 2), or "uncertainty": x (1 - u)
     frame_step: bool = False  # SAM 2 mode: tracking frames through the backend's captured step (torch on CUDA: one CUDA graph)
-    encode_ahead: bool = False  # image encoder of frame t+1 in a worker thread while frame t's memory stages run; results one frame later
+    # the image encoder of frame t+1 in a worker thread while frame t's memory stages run; results one call later
+    encode_ahead: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

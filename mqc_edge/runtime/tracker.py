@@ -11,8 +11,8 @@ TMCC's window is full, so `start` and `step` return what is ready (possibly noth
 not depend on the prompt. One object is a batch of one: `start` / `step` / `finish` are
 `start_objects` / `step_objects` / `finish_objects` with one prompt (runtime/multi_tracker.py
 calls the latter). With `config.encode_ahead` the next frame's image encoding overlaps this frame's
-memory stages (runtime/encode_ahead.py) and every frame's results come one call later. The Tracker reads only small arrays from the backend: low-resolution logits,
-scores.
+memory stages (runtime/encode_ahead.py) and every frame's results come one call later. The Tracker
+reads only small arrays from the backend: low-resolution logits, scores.
 """
 
 from __future__ import annotations
