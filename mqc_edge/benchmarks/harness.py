@@ -236,12 +236,13 @@ def measure(config: BenchConfig, clip: BenchClip, scratch: Path,
             not_built: dict[str, str] | None = None) -> dict[int, dict[str, ContestantResults]]:
     """Per object count, every contestant's passes; models and sessions are loaded once. A contestant
     that could not be built is left out, its reason added to `not_built`."""
+    labels = export_labels(config)
     sources = {(backend, label): _torch_source(config) if backend == "torch" else
                load_model(path, backend=backend, threads=config.threads)
-               for backend, label, path in _entrants(config, export_labels(config))}
+               for backend, label, path in _entrants(config, labels)}
+    # BenchConfig lets encode_ahead in only beside the onnxruntime backend: every export has its twin
     ahead = {label: load_model(path, backend="onnxruntime", threads=1)
-             for backend, label, path in _entrants(config, export_labels(config))
-             if config.encode_ahead and backend == "onnxruntime"}
+             for label, path in labels.items()} if config.encode_ahead else {}
     meta, skipped = _meta_predictors(config, clip, scratch) if config.vs_sam2 else ({}, {})
     if config.frame_step:
         skipped.update(_capture_frame_steps(config, sources))
