@@ -4,6 +4,9 @@
 with the torch-free runtime and scores it with the referring protocol (data/evaluate.py): the
 model card's tables (docs/model_card.md) and the ablation of CroBIM-V's Table II come from here.
 The flow baseline needs no model: it carries the frame-0 ground-truth mask with optical flow.
+With `encode_ahead` (`--encode-ahead`) every model variant runs with `TrackerConfig.encode_ahead`:
+the same masks (runtime/encode_ahead.py), in about half the wall time on 2 cores; its ms/frame is
+then the overlapped frame's.
 
 ```
 R/predictions/<variant>/<video>/<exp_id>/<frame>.png   0/255 masks
@@ -14,6 +17,7 @@ R/accuracy.json, R/accuracy.md                          one row per variant
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -62,24 +66,40 @@ class AccuracyEvalConfig:
     variants: tuple[str, ...]
     backend: str = "onnxruntime"
     split: str | None = None
-    threads: int | None = None
+    threads: int | None = None  # per onnxruntime session; None: the backend's default, 1 with encode_ahead
+    encode_ahead: bool = False  # every model variant with TrackerConfig.encode_ahead (onnxruntime CPU only)
 
 
-def check_variants(names: tuple[str, ...]) -> None:
-    """ConfigError naming the known variants when any of `names` is not one."""
+def check_variants(names: tuple[str, ...], encode_ahead: bool = False) -> None:
+    """ConfigError naming the known variants when any of `names` is not one, or naming the variants
+    that cannot run with `encode_ahead` (crop-and-zoom re-encodes its own windows every frame)."""
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
         raise ConfigError(f"eval variants: unknown {unknown}; known: {sorted(VARIANTS)}")
+    serial_only = [name for name in names if VARIANTS[name].roi is not None]
+    if encode_ahead and serial_only:
+        raise ConfigError(f"eval --encode-ahead: variants {serial_only} track on crops and run only serially; "
+                          "leave them out or drop --encode-ahead")
+
+
+def load_variant_source(config: AccuracyEvalConfig):
+    """The `ModelSource` the model variants of `config` run on (None when only the flow baseline is
+    asked for); with `encode_ahead`, threads None means 1 per session (the two stages in flight share
+    the cores: docs/benchmarks.md, "Encode-ahead")."""
+    if not any(VARIANTS[name].tracker is not None for name in config.variants):
+        return None
+    threads = 1 if config.encode_ahead and config.threads is None else config.threads
+    return load_model(config.model_dir, config.backend, threads=threads)
 
 
 def run_accuracy_eval(config: AccuracyEvalConfig) -> dict:
     """Every variant over the dataset; writes R/accuracy.json and R/accuracy.md."""
-    check_variants(config.variants)
+    check_variants(config.variants, config.encode_ahead)
     dataset = RVOSDataset.load(config.dataset, split=config.split)
-    needs_model = any(VARIANTS[name].tracker is not None for name in config.variants)
-    source = load_model(config.model_dir, config.backend, threads=config.threads) if needs_model else None
+    source = load_variant_source(config)
     rows = {name: variant_row(config, dataset, name, source) for name in config.variants}
     report = {"model_dir": str(config.model_dir), "dataset": str(config.dataset), "backend": config.backend,
+              "encode_ahead": config.encode_ahead,
               "videos": len(dataset.videos), "expressions": sum(len(v.expressions) for v in dataset.videos.values()),
               "variants": rows}
     write_text_atomically(config.out_dir / "accuracy.json", json.dumps(report, indent=1) + "\n")
@@ -97,22 +117,23 @@ def variant_row(config: AccuracyEvalConfig, dataset: RVOSDataset, name: str, sou
     if variant.tracker is None:
         frames = predict_flow_baseline(dataset, pred_root)
     else:
-        frames = _predict(source, dataset, variant, pred_root)
+        frames = _predict(source, dataset, variant, pred_root, config.encode_ahead)
     elapsed = time.perf_counter() - started
     report = evaluate_predictions(pred_root, config.dataset, config.out_dir / "metrics" / name, split=config.split)
     return {"description": variant.description, **{key: report[key] for key in METRICS},
             "frames": frames, "ms_per_frame": 1e3 * elapsed / max(frames, 1)}
 
 
-def _predict(source, dataset: RVOSDataset, variant: Variant, pred_root: Path) -> int:
+def _predict(source, dataset: RVOSDataset, variant: Variant, pred_root: Path, encode_ahead: bool) -> int:
     """Every expression of every video with the variant's tracker (all of a video's expressions in one);
     returns the video frames segmented."""
     from mqc_edge.benchmarks.parity_eval import predict_video
 
+    tracking = dataclasses.replace(variant.tracker, encode_ahead=encode_ahead)
     frames = 0
     for video in dataset.videos.values():
         if video.expressions:
-            tracker = new_tracker(source.backend, variant.tracker, variant.roi, source.tokenizer, source.text_cache)
+            tracker = new_tracker(source.backend, tracking, variant.roi, source.tokenizer, source.text_cache)
             predict_video({"variant": tracker}, dataset, video, variant.prompt, {"variant": pred_root})
             frames += len(video.frames)
     return frames

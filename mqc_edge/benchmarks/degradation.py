@@ -37,11 +37,10 @@ from typing import Callable
 import numpy as np
 
 from mqc_edge.atomic import write_atomically, write_text_atomically
-from mqc_edge.benchmarks.accuracy_eval import VARIANTS, AccuracyEvalConfig, check_variants, variant_row
+from mqc_edge.benchmarks.accuracy_eval import AccuracyEvalConfig, check_variants, load_variant_source, variant_row
 from mqc_edge.data.dataset import RVOSDataset
 from mqc_edge.data.synth.degrade import KINDS, FrameDegradation, degrade_frame
 from mqc_edge.errors import ConfigError
-from mqc_edge.runtime.model_source import load_model
 
 TIMEVARYING = "timevarying"
 SUITE_KINDS = (*KINDS, TIMEVARYING)
@@ -145,11 +144,11 @@ def conditions(config: DegradationEvalConfig) -> list[Condition]:
 def run_degradation_eval(config: DegradationEvalConfig, log: Callable[[str], None] = lambda line: None) -> dict:
     """Every variant under every condition; writes R/degradation.{json,md,png} (rewritten after each condition)."""
     accuracy = config.accuracy
-    check_variants(accuracy.variants)
+    check_variants(accuracy.variants, accuracy.encode_ahead)
     dataset = RVOSDataset.load(accuracy.dataset, split=accuracy.split)
-    needs_model = any(VARIANTS[name].tracker is not None for name in accuracy.variants)
-    source = load_model(accuracy.model_dir, accuracy.backend, threads=accuracy.threads) if needs_model else None
+    source = load_variant_source(accuracy)
     report = {"model_dir": str(accuracy.model_dir), "dataset": str(accuracy.dataset), "backend": accuracy.backend,
+              "encode_ahead": accuracy.encode_ahead,
               "videos": len(dataset.videos), "frames": sum(len(v.frames) for v in dataset.videos.values()),
               "seed": config.seed, "strengths": {kind: list(values) for kind, values in config.strengths},
               "variants": list(accuracy.variants), "rows": []}
