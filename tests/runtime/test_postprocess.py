@@ -36,10 +36,11 @@ def test_upsample_preserves_constants_and_corners() -> None:
 
 
 @pytest.mark.parametrize(("source", "target"), [((64, 64), (1080, 1920)), ((64, 64), (480, 640)),
-                                                ((64, 64), (999, 1777)), ((120, 120), (1080, 1920))])
+                                                ((64, 64), (999, 1777)), ((120, 120), (1080, 1920)),
+                                                ((64, 64), (129, 300)), ((64, 64), (100, 100))])
 def test_upsample_is_bit_exact_with_torch_bilinear(source, target) -> None:
     """The predictor's F.interpolate(bilinear, align_corners=False) from the low-res masks (64 or 120
-    px) to frame sizes, to the last bit."""
+    px) to frame sizes, to the last bit (one band of output rows, a band and a row, many bands)."""
     torch = pytest.importorskip("torch", reason="torch is the reference here (dev extra)")
     import torch.nn.functional as F
 
