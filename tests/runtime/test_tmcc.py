@@ -3,6 +3,7 @@ translates, and a static look-alike of it just above."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -18,6 +19,10 @@ TARGET = 20  # target side (px)
 LOOKALIKE = 14  # side of the static look-alike, cut from the target's own texture
 TOP, LEFT = 54, 40  # target corner on frame 0
 GAP = 6  # rows between the look-alike and the target
+LOOSE_GUARDS = TMCCConfig(max_removed_fraction=0.7, max_added_fraction=float("inf"))
+"""The guards before the eighteenth session (remove up to 70 % of R0, add without limit): the
+mechanism tests grow R0 to twice its size or remove a third of it, which the defaults refuse
+(test_the_guards_refuse_...)."""
 
 
 def _texture(rng: np.random.Generator, shape: tuple[int, int], blur: float) -> np.ndarray:
@@ -75,7 +80,7 @@ def _half(mask: np.ndarray, side: str) -> np.ndarray:
 def test_repairs_an_under_segmented_moving_target(velocity: tuple[float, float], side: str) -> None:
     frames, target, _ = _clip(velocity)
     r0 = _half(target, side)
-    result = calibrate(r0, r0, frames)
+    result = calibrate(r0, r0, frames, LOOSE_GUARDS)
     assert not result.stationary
     assert _iou(r0, target) == pytest.approx(0.5)
     assert _iou(result.mask, target) > 0.75
@@ -86,7 +91,7 @@ def test_repairs_an_under_segmented_moving_target(velocity: tuple[float, float],
 def test_prunes_a_static_lookalike_from_r0(velocity: tuple[float, float]) -> None:
     frames, target, lookalike = _clip(velocity)
     r0 = target | lookalike
-    result = calibrate(r0, r0, frames)
+    result = calibrate(r0, r0, frames, LOOSE_GUARDS)
     assert (result.mask & lookalike).sum() <= 0.05 * lookalike.sum()
     assert _iou(result.mask, target) > 0.75 > _iou(r0, target)
 
@@ -96,11 +101,23 @@ def test_moment_statistics_let_a_third_of_r0_hide_a_lookalike() -> None:
     inflates sigma so much that beta*sigma no longer separates it."""
     frames, target, lookalike = _clip((3, 0))
     r0 = target | lookalike
-    robust = calibrate(r0, r0, frames, TMCCConfig(robust_stats=True))
-    moments = calibrate(r0, r0, frames, TMCCConfig(robust_stats=False))
+    robust = calibrate(r0, r0, frames, dataclasses.replace(LOOSE_GUARDS, robust_stats=True))
+    moments = calibrate(r0, r0, frames, dataclasses.replace(LOOSE_GUARDS, robust_stats=False))
     assert (moments.mask & lookalike).sum() > 0.5 * lookalike.sum()
     assert (robust.mask & lookalike).sum() < 0.05 * lookalike.sum()
     assert moments.sigma_px > 2 * robust.sigma_px
+
+
+def test_the_guards_refuse_growing_r0_by_half_or_pruning_a_fifth_and_keep_r0() -> None:
+    """The defaults refuse what the unguarded mechanism does above: doubling a half target (added
+    1.0 of R0 > 0.5) and dropping a look-alike that holds a third of R0 (removed 0.33 > 0.2)."""
+    frames, target, lookalike = _clip((3, 0))
+    half = _half(target, "left")
+    for r0 in (half, target | lookalike):
+        result = calibrate(r0, r0, frames)
+        assert result.rejected and not result.stationary
+        assert np.array_equal(result.mask, r0)
+    assert calibrate(half, half, frames, dataclasses.replace(TMCCConfig(), max_added_fraction=1.5)).added_px > 0
 
 
 def test_stationary_target_keeps_r0_exactly_and_is_flagged() -> None:
@@ -144,8 +161,8 @@ def test_a_confidence_map_anchor_works_like_a_mask_anchor() -> None:
     frames, target, _ = _clip((3, 0))
     r0 = _half(target, "right")
     confidence = np.where(r0, 0.95, 0.02).astype(np.float32)
-    by_mask = calibrate(r0, r0, frames)
-    by_confidence = calibrate(r0, confidence, frames)
+    by_mask = calibrate(r0, r0, frames, LOOSE_GUARDS)
+    by_confidence = calibrate(r0, confidence, frames, LOOSE_GUARDS)
     assert _iou(by_confidence.mask, target) > 0.75
     assert _iou(by_confidence.mask, by_mask.mask) > 0.95
 
@@ -167,6 +184,8 @@ def test_bad_frame_is_named() -> None:
 def test_config_requires_beta_above_alpha() -> None:
     with pytest.raises(ConfigError, match="beta > alpha"):
         TMCCConfig(alpha=2.0, beta=2.0)
+    with pytest.raises(ConfigError, match="max_added_fraction"):
+        TMCCConfig(max_added_fraction=0.0)
 
 
 def test_imports_without_torch() -> None:
