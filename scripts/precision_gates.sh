@@ -9,6 +9,8 @@ OUT=${OUT:-runs/precision}
 MQC=".venv/bin/mqc-edge"
 THREADS=${THREADS:-2}
 BF16_PLAN="memory_attention dami_attention memory_encoder prompt_encoder prompt_fusion text_encoder quality_head uncertainty_head no_memory"
+# FP16 with SAM 2 memory attention and the memory encoder FP32 (docs/precision.md, run Y)
+FP16_PLAN="image_encoder prompt_encoder no_memory mask_decoder prompt_fusion dami_attention quality_head uncertainty_head"
 mkdir -p "$OUT"
 build() {  # name, then `mqc-edge build` options; a build outside its gate (exit 2) still leaves its report
     local name=$1; shift
@@ -20,6 +22,7 @@ build() {  # name, then `mqc-edge build` options; a build outside its gate (exit
 }
 : > "$OUT/build_times.txt"
 build fp16 --precision fp16
+build fp16-plan --precision fp16 --stages $FP16_PLAN
 build bf16 --precision bf16
 build bf16-plan --precision bf16 --stages $BF16_PLAN
 build int8 --precision int8
@@ -27,5 +30,5 @@ build mixed --precision mixed
 build int8-dynamic --precision int8 --int8-scheme dynamic
 build mixed-dynamic --precision mixed --int8-scheme dynamic
 build mixed-dynamic-nodes --precision mixed --int8-scheme dynamic --node-search
-.venv/bin/python -m mqc_edge.precision.gate_summary "$OUT"/fp16 "$OUT"/bf16 "$OUT"/bf16-plan "$OUT"/int8 \
+.venv/bin/python -m mqc_edge.precision.gate_summary "$OUT"/fp16 "$OUT"/fp16-plan "$OUT"/bf16 "$OUT"/bf16-plan "$OUT"/int8 \
     "$OUT"/mixed "$OUT"/int8-dynamic "$OUT"/mixed-dynamic "$OUT"/mixed-dynamic-nodes | tee "$OUT/gates.md"
