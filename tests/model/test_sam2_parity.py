@@ -8,6 +8,7 @@ masks: random weights give logits of about +-0.3, where thresholded masks hide e
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -180,7 +181,7 @@ def test_compact_variant_matches_meta_predictor(tmp_path: Path, clip: Path) -> N
     _compare(meta, _run_ours(model, clip, "box", 0), "compact seed9 box")
 
 
-def _float_order_spread(run, reference: list[np.ndarray]) -> float:
+def _float_order_spread(run: Callable[[], list[np.ndarray]], reference: list[np.ndarray]) -> float:
     """A pipeline against itself: the largest logit difference between `reference` (its run at the
     current thread count) and `run()` at another (two, or one if that is not one), which sums the
     same float32 products in another order. A trained memory loop amplifies such differences frame
@@ -207,9 +208,8 @@ def test_trained_default_matches_meta_predictor(tmp_path: Path, clip: Path, monk
     MemoryEncoderStage both look it up when they store a memory), its logits within 1e-4 of the
     clip's largest |logit| (the random-weight tests' bound) or within the larger float-order spread
     of the two pipelines (`_float_order_spread`), whichever is larger, and its masks within the
-    fixed IoU bounds. As
-    shipped, with bfloat16 memories, the first half of the clip is held to 1e-3 (the export parity
-    bound of issue 17) and the IoU bounds.
+    fixed IoU bounds. As shipped, with bfloat16 memories, the first half of the clip is held to 1e-3
+    (the export parity bound of issue 17) and the IoU bounds.
 
     Measured here (2026-12-02). Tenth- to twelfth-session defaults: float32 memories 4.5e-6, and the
     whole clip within 1e-3 with bfloat16 memories. The fifteenth-session default (run W2, memory
@@ -232,11 +232,16 @@ def test_trained_default_matches_meta_predictor(tmp_path: Path, clip: Path, monk
     checkpoint = meta_checkpoint(DEFAULT_WEIGHTS, tmp_path / "default.pt")
     with monkeypatch.context() as patch:
         patch.setattr(torch, "bfloat16", torch.float32)
-        meta = _run_meta(checkpoint, clip, "box", "compact", size)
+        def run_meta() -> list[np.ndarray]:
+            return _run_meta(checkpoint, clip, "box", "compact", size)
+
+        def our_logits() -> list[np.ndarray]:
+            return [result.logits for result in _run_ours(model.sam, clip, "box", 0)]
+
+        meta = run_meta()
         ours = _run_ours(model.sam, clip, "box", 0)
-        meta_spread = _float_order_spread(lambda: _run_meta(checkpoint, clip, "box", "compact", size), meta)
-        our_spread = _float_order_spread(lambda: [r.logits for r in _run_ours(model.sam, clip, "box", 0)],
-                                         [r.logits for r in ours])
+        meta_spread = _float_order_spread(run_meta, meta)
+        our_spread = _float_order_spread(our_logits, [result.logits for result in ours])
     spread = max(meta_spread, our_spread)
     print(f"\none vs two threads, float32 memories: max|dlogit| Meta {meta_spread:.2e}, ours {our_spread:.2e}")
     _compare(meta, ours, "trained default box, float32 memories", relative=True,
