@@ -3,7 +3,10 @@
 1. generate satellite-like clips (data/synth, a test seed no training clip uses);
 2. export the default model once per user (default_model.py; verified by its manifest);
 3. run the torch-free runtime (onnxruntime) from each clip's referring texts (MQC mode) and from
-   the frame-0 boxes (SAM 2 mode), and the optical-flow BASELINE given the ground-truth mask;
+   the frame-0 boxes (SAM 2 mode), and the optical-flow BASELINE given the ground-truth mask; by
+   default with encode-ahead (the next frame's image encoding beside this frame's memory stages,
+   one onnxruntime thread each: the same masks, runtime/encode_ahead.py), `serial=True` one stage
+   at a time on `threads` threads;
 4. score all three with J&F (DAVIS protocol, referring setting);
 5. `mqc-edge run` on the first clip from its first text: masks, results.jsonl, overlay video;
    a PNG strip of a few frames; O/report.json with J&F, J, F, FPS, ms/frame and per-stage ms.
@@ -27,33 +30,44 @@ TRUTH_COLOUR, MASK_COLOUR = (255, 255, 0), (255, 64, 32)
 
 
 def run_demo(out_dir: Path, model_dir_of, videos: int, frames: int, size: tuple[int, int], seed: int,
-             threads: int = 2) -> dict:
+             threads: int | None = None, serial: bool = False) -> dict:
     """Everything above; `model_dir_of()` returns the export directory (the CLI resolves `default`).
-    Returns the report written to O/report.json."""
+    `threads` is per onnxruntime session (None: 1 with encode-ahead, 2 serial). Returns the report
+    written to O/report.json; its `scheduling` says which of the two ran."""
     from mqc_edge.benchmarks.accuracy_eval import AccuracyEvalConfig, format_accuracy, run_accuracy_eval
     from mqc_edge.data.synth import generate_dataset
 
     out_dir = Path(out_dir)
+    encode_ahead = not serial
+    threads = threads or (1 if encode_ahead else 2)
     started = time.perf_counter()
     dataset = generate_dataset(out=out_dir / "data", videos=videos, frames=frames, size=size, seed=seed, split="test")
     print(f"[1/4] {videos} synthetic satellite clips x {frames} frames at {size[0]}x{size[1]} -> {out_dir / 'data'}")
     model_dir = model_dir_of()
     print(f"[2/4] default model export: {model_dir}")
     accuracy = run_accuracy_eval(AccuracyEvalConfig(model_dir=model_dir, dataset=out_dir / "data",
-                                                    out_dir=out_dir / "eval", variants=DEMO_VARIANTS, threads=threads))
+                                                    out_dir=out_dir / "eval", variants=DEMO_VARIANTS, threads=threads,
+                                                    encode_ahead=encode_ahead))
     print("[3/4] J&F on these clips (onnxruntime CPU; flow-gt-mask is a BASELINE given the answer on frame 0):")
     print(format_accuracy(accuracy))
-    run = _run_first_clip(dataset, model_dir, out_dir / "run", threads)
-    report = _report(accuracy, run, out_dir, time.perf_counter() - started)
+    run = _run_first_clip(dataset, model_dir, out_dir / "run", threads, encode_ahead)
+    scheduling = _scheduling(encode_ahead, threads)
+    report = _report(accuracy, run, out_dir, time.perf_counter() - started) | {"scheduling": scheduling}
     write_text_atomically(out_dir / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
     print(f"[4/4] `mqc-edge run` on {run['video']} from {run['text']!r}: masks {run['masks']}, overlay "
           f"{run['overlay']}, strip {run['strip']}")
     print(f"report: {out_dir / 'report.json'} (MQC mode J&F {report['J&F']:.3f}, {report['fps']:.1f} FPS, "
-          f"{report['ms_per_frame']:.1f} ms/frame on {threads} threads; total {report['demo_seconds']:.0f} s)")
+          f"{report['ms_per_frame']:.1f} ms/frame, {scheduling}; total {report['demo_seconds']:.0f} s)")
     return report
 
 
-def _run_first_clip(dataset: RVOSDataset, model_dir: Path, out: Path, threads: int) -> dict:
+def _scheduling(encode_ahead: bool, threads: int) -> str:
+    if encode_ahead:
+        return f"encode-ahead, {threads} thread(s) per stage in flight"
+    return f"serial, {threads} thread(s)"
+
+
+def _run_first_clip(dataset: RVOSDataset, model_dir: Path, out: Path, threads: int, encode_ahead: bool) -> dict:
     """`mqc-edge run` (MQC mode, onnxruntime) on the first clip from its first expression, plus a strip."""
     from mqc_edge.runtime.config import TrackerConfig
     from mqc_edge.runtime.model_source import load_model
@@ -63,7 +77,7 @@ def _run_first_clip(dataset: RVOSDataset, model_dir: Path, out: Path, threads: i
     video = next(v for v in dataset.videos.values() if v.expressions)
     expression = next(iter(video.expressions.values()))
     source = load_model(model_dir, "onnxruntime", threads=threads)
-    tracker = MultiTracker(source.backend, TrackerConfig(mode="mqc"), source.tokenizer, source.text_cache)
+    tracker = MultiTracker(source.backend, TrackerConfig(mode="mqc", encode_ahead=encode_ahead), source.tokenizer, source.text_cache)
     frames = ((name, dataset.read_frame(video.name, name)) for name in video.frames)
     run_video(tracker, frames, out, [{"text": expression.text}], overlay_fps=8.0)
     strip = _write_strip(dataset, video, expression.obj_id, out)

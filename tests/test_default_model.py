@@ -115,3 +115,21 @@ def test_demo_end_to_end_on_an_export(tmp_path, exported, capsys) -> None:
     assert (tmp_path / "run" / "overlay.mp4").stat().st_size > 0 and (tmp_path / "run" / "strip.png").is_file()
     assert len(list((tmp_path / "run" / "masks").glob("*.png"))) == 6
     assert "BASELINE" in capsys.readouterr().out
+    assert report["scheduling"].startswith("encode-ahead")
+
+
+@pytest.mark.slow
+def test_demo_serial_gives_the_encode_ahead_masks(tmp_path, exported) -> None:
+    runs = {}
+    for name, extra in (("ahead", []), ("serial", ["--serial"])):
+        assert main(["demo", "--model", str(exported[0]), "--out", str(tmp_path / name), "--videos", "1",
+                     "--frames", "5", "--size", "128x128", *extra]) == 0
+        runs[name] = json.loads((tmp_path / name / "report.json").read_text())
+    assert runs["serial"]["scheduling"] == "serial, 2 thread(s)"
+    assert runs["ahead"]["scheduling"] == "encode-ahead, 1 thread(s) per stage in flight"
+    for variant in ("mqc", "sam2-box"):
+        assert runs["ahead"]["variants"][variant]["J&F"] == runs["serial"]["variants"][variant]["J&F"]
+    masks = sorted((tmp_path / "ahead" / "run" / "masks").glob("*.png"))
+    assert len(masks) == 5
+    for path in masks:
+        assert path.read_bytes() == (tmp_path / "serial" / "run" / "masks" / path.name).read_bytes()
