@@ -348,7 +348,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from mqc_edge.demo import run_demo
 
     run_demo(out_dir=args.out, model_dir_of=lambda: _model_path(args.model), videos=args.videos, frames=args.frames,
-             size=args.size, seed=args.seed, threads=args.threads, serial=args.serial)
+             size=args.size, seed=args.seed, threads=args.threads, encode_ahead=args.encode_ahead)
     return 0
 
 
@@ -429,10 +429,10 @@ def _add_demo_parser(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--size", type=_size, default=(256, 256), help="WxH")
     demo.add_argument("--seed", type=int, default=0, help="clip seed (test seeds stay below the training seed)")
     demo.add_argument("--threads", type=int, default=None,
-                      help="onnxruntime threads per session (default: 1 with encode-ahead, 2 with --serial)")
-    demo.add_argument("--serial", action="store_true",
-                      help="one stage at a time (default: encode-ahead, the next frame's image encoding beside "
-                           "this frame's memory stages; the same masks)")
+                      help="onnxruntime threads per session (default: 2, or 1 with --encode-ahead)")
+    demo.add_argument("--encode-ahead", action="store_true",
+                      help="the next frame's image encoding beside this frame's memory stages (the same masks; "
+                           "default: one stage at a time)")
     demo.set_defaults(handler=_cmd_demo)
 
 

@@ -3,10 +3,10 @@
 1. generate satellite-like clips (data/synth, a test seed no training clip uses);
 2. export the default model once per user (default_model.py; verified by its manifest);
 3. run the torch-free runtime (onnxruntime) from each clip's referring texts (MQC mode) and from
-   the frame-0 boxes (SAM 2 mode), and the optical-flow BASELINE given the ground-truth mask; by
-   default with encode-ahead (the next frame's image encoding beside this frame's memory stages,
-   one onnxruntime thread each: the same masks, runtime/encode_ahead.py), `serial=True` one stage
-   at a time on `threads` threads;
+   the frame-0 boxes (SAM 2 mode), and the optical-flow BASELINE given the ground-truth mask; one
+   stage at a time on 2 threads, or with `encode_ahead` the next frame's image encoding beside this
+   frame's memory stages, one onnxruntime thread each (the same masks, runtime/encode_ahead.py; on
+   the demo's 256 px clips 5-10 % slower on this 2-core machine, so not the default);
 4. score all three with J&F (DAVIS protocol, referring setting);
 5. `mqc-edge run` on the first clip from its first text: masks, results.jsonl, overlay video;
    a PNG strip of a few frames; O/report.json with J&F, J, F, FPS, ms/frame and per-stage ms.
@@ -30,7 +30,7 @@ TRUTH_COLOUR, MASK_COLOUR = (255, 255, 0), (255, 64, 32)
 
 
 def run_demo(out_dir: Path, model_dir_of, videos: int, frames: int, size: tuple[int, int], seed: int,
-             threads: int | None = None, serial: bool = False) -> dict:
+             threads: int | None = None, encode_ahead: bool = False) -> dict:
     """Everything above; `model_dir_of()` returns the export directory (the CLI resolves `default`).
     `threads` is per onnxruntime session (None: 1 with encode-ahead, 2 serial). Returns the report
     written to O/report.json; its `scheduling` says which of the two ran."""
@@ -38,7 +38,6 @@ def run_demo(out_dir: Path, model_dir_of, videos: int, frames: int, size: tuple[
     from mqc_edge.data.synth import generate_dataset
 
     out_dir = Path(out_dir)
-    encode_ahead = not serial
     threads = threads or (1 if encode_ahead else 2)
     started = time.perf_counter()
     dataset = generate_dataset(out=out_dir / "data", videos=videos, frames=frames, size=size, seed=seed, split="test")

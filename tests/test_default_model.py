@@ -115,13 +115,13 @@ def test_demo_end_to_end_on_an_export(tmp_path, exported, capsys) -> None:
     assert (tmp_path / "run" / "overlay.mp4").stat().st_size > 0 and (tmp_path / "run" / "strip.png").is_file()
     assert len(list((tmp_path / "run" / "masks").glob("*.png"))) == 6
     assert "BASELINE" in capsys.readouterr().out
-    assert report["scheduling"].startswith("encode-ahead")
+    assert report["scheduling"] == "serial, 1 thread(s)"
 
 
 @pytest.mark.slow
-def test_demo_serial_gives_the_encode_ahead_masks(tmp_path, exported) -> None:
+def test_demo_encode_ahead_gives_the_serial_masks(tmp_path, exported) -> None:
     runs = {}
-    for name, extra in (("ahead", []), ("serial", ["--serial"])):
+    for name, extra in (("ahead", ["--encode-ahead"]), ("serial", [])):
         assert main(["demo", "--model", str(exported[0]), "--out", str(tmp_path / name), "--videos", "1",
                      "--frames", "5", "--size", "128x128", *extra]) == 0
         runs[name] = json.loads((tmp_path / name / "report.json").read_text())
