@@ -5,8 +5,9 @@ with the torch-free runtime and scores it with the referring protocol (data/eval
 model card's tables (docs/model_card.md) and the ablation of CroBIM-V's Table II come from here.
 The flow baseline needs no model: it carries the frame-0 ground-truth mask with optical flow.
 With `encode_ahead` (`--encode-ahead`) every model variant runs with `TrackerConfig.encode_ahead`:
-the same masks (runtime/encode_ahead.py), in about half the wall time on 2 cores; its ms/frame is
-then the overlapped frame's.
+the same masks (runtime/encode_ahead.py); its ms/frame is then the overlapped frame's. It is not
+faster at 256 px on this 2-core machine: 38.7 / 40.3 s against 36.8 / 40.7 s serially with 2
+threads for the 20 test videos (twenty-first session, docs/benchmarks.md "Encode-ahead").
 
 ```
 R/predictions/<variant>/<video>/<exp_id>/<frame>.png   0/255 masks
