@@ -107,9 +107,13 @@ def contestant_name(backend: str, mode: str, export: str = "") -> str:
 
 
 def _model_identity(manifest: Manifest) -> str:
-    """The FP32 export's file hashes: an export's own, or those a build records of its source."""
+    """The FP32 export's graph hashes (its .onnx files): an export's own, or those a build records of
+    its source. weights.safetensors is left out: the graphs carry the same weights, and its bytes
+    differ between two exports of one checkpoint (safetensors writes the metadata map's keys in an
+    order that changes from process to process)."""
     record = manifest.content.get("precision")
-    return json.dumps(record["source_files"] if record else manifest.content["files"], sort_keys=True)
+    files = record["source_files"] if record else manifest.content["files"]
+    return json.dumps({name: digest for name, digest in files.items() if name.endswith(".onnx")}, sort_keys=True)
 
 
 def _precision_label(manifest: Manifest) -> str:

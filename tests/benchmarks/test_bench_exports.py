@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import struct
 
 import pytest
 
@@ -51,13 +52,34 @@ def test_exports_run_side_by_side_with_ratios_and_int8_stages_against_u8s8(expor
     assert "| speed vs first export | 1.00x |" in capsys.readouterr().out
 
 
+def _rewrite_manifest_hash(export, name: str) -> None:
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["files"][name] = hashlib.sha256((export / name).read_bytes()).hexdigest()
+    (export / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_exports_of_different_models_are_refused_in_one_line(exported, int8_build, tmp_path):
     other = shutil.copytree(exported[0], tmp_path / "other")
-    manifest = json.loads((other / "manifest.json").read_text())
-    (other / "weights.safetensors").write_bytes(b"not the same model")
-    manifest["files"]["weights.safetensors"] = hashlib.sha256(b"not the same model").hexdigest()
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    graph = other / "memory_encoder.onnx"
+    graph.write_bytes(graph.read_bytes() + b"\0")  # another graph: another model
+    _rewrite_manifest_hash(other, "memory_encoder.onnx")
     with pytest.raises(ConfigError) as error:
         export_labels(BenchConfig(other, tmp_path / "r", variants=(int8_build,)))
     assert "\n" not in str(error.value) and "not an export of the same model" in str(error.value)
     assert list(export_labels(BenchConfig(exported[0], tmp_path / "r"))) == [""]  # alone: names unchanged
+
+
+def test_a_second_export_of_the_same_checkpoint_benches_with_the_first_ones_build(exported, int8_build, tmp_path):
+    """Two exports of one checkpoint differ in weights.safetensors' header (safetensors writes its
+    metadata keys in a per-process order); the same graphs are the same model."""
+    other = shutil.copytree(exported[0], tmp_path / "other")
+    weights = other / "weights.safetensors"
+    raw = weights.read_bytes()
+    size = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + size])
+    header["__metadata__"] = dict(reversed(list(header["__metadata__"].items())))
+    text = json.dumps(header, separators=(",", ":")).encode().ljust(size)
+    assert len(text) == size and text != raw[8:8 + size]
+    weights.write_bytes(raw[:8] + text + raw[8 + size:])
+    _rewrite_manifest_hash(other, "weights.safetensors")
+    assert list(export_labels(BenchConfig(other, tmp_path / "r", variants=(int8_build,)))) == ["fp32", "int8"]
