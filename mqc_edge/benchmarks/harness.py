@@ -108,9 +108,9 @@ def contestant_name(backend: str, mode: str, export: str = "") -> str:
 
 def _model_identity(manifest: Manifest) -> str:
     """The FP32 export's graph hashes (its .onnx files): an export's own, or those a build records of
-    its source. weights.safetensors is left out: the graphs carry the same weights, and its bytes
-    differ between two exports of one checkpoint (safetensors writes the metadata map's keys in an
-    order that changes from process to process)."""
+    its source. weights.safetensors is left out: the graphs carry the same weights, and exports
+    written before model/checkpoint.py sorted its metadata keys differ in its header (safetensors
+    orders them per process)."""
     record = manifest.content.get("precision")
     files = record["source_files"] if record else manifest.content["files"]
     return json.dumps({name: digest for name, digest in files.items() if name.endswith(".onnx")}, sort_keys=True)

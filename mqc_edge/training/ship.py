@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-from mqc_edge.atomic import write_atomically
 from mqc_edge.errors import CheckpointError, MqcEdgeError
-from mqc_edge.model.checkpoint import load_checkpoint, read_safetensors, save_checkpoint
+from mqc_edge.model.checkpoint import load_checkpoint, read_safetensors, save_checkpoint, write_safetensors
 
 PART_KEY = "part"
 """Metadata key of a part file: "i/n", i counted from 1."""
@@ -118,9 +117,7 @@ def _header_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) ->
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    write_atomically(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or None))
+    write_safetensors(path, tensors, metadata)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 
-from mqc_edge.atomic import write_atomically
 from mqc_edge.data.synth.expressions import (
     ATTRIBUTES,
     LARGE_WORDS,
@@ -43,7 +42,7 @@ from mqc_edge.data.synth.expressions import (
 )
 from mqc_edge.data.synth.targets import CATEGORY_COLORS
 from mqc_edge.errors import CheckpointError, ConfigError
-from mqc_edge.model.checkpoint import read_safetensors
+from mqc_edge.model.checkpoint import read_safetensors, write_safetensors
 
 FORMAT = "mqc-edge-text-states/1"
 """`format` metadata value: tells this file from a model checkpoint, which is also .safetensors."""
@@ -71,8 +70,6 @@ def synthetic_expressions() -> list[str]:
 def write_text_states(text_encoder, texts: list[str], path: Path) -> None:
     """Run `text_encoder`'s language model on `texts` (as `TextFeatureCache` does) and write their
     real-token hidden states to `path` atomically (layout: module docstring)."""
-    from safetensors.torch import save_file
-
     texts = list(dict.fromkeys(texts))
     device = text_encoder.projection.weight.device
     hidden, lengths = [], []
@@ -85,7 +82,7 @@ def write_text_states(text_encoder, texts: list[str], path: Path) -> None:
     tensors = {"hidden": torch.cat(hidden).contiguous(), "lengths": torch.tensor(lengths, dtype=torch.int32)}
     metadata = {"format": FORMAT, "texts": json.dumps(texts), "max_tokens": str(text_encoder.max_tokens),
                 "hidden_size": str(tensors["hidden"].shape[1])}
-    write_atomically(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    write_safetensors(Path(path), tensors, metadata)
 
 
 class TextStates:

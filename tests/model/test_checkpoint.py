@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,6 +20,7 @@ from mqc_edge.model.checkpoint import (
     TEXT_MODEL_PREFIX,
     load_checkpoint,
     load_tensors_into,
+    read_safetensors,
     save_checkpoint,
 )
 from mqc_edge.model.mqc_sam import MQCSAMConfig
@@ -168,3 +172,35 @@ def test_text_model_false_skips_its_tensors_and_the_file_remembers(trained, tmp_
     assert load_checkpoint(resaved)[0].text_encoder.language_model is None  # as saved
     full, report = load_checkpoint(resaved, text_model=True)  # the same tensors, built with the language model
     assert full.text_encoder.language_model is not None and report.fresh_parts == ()
+
+
+def _metadata_keys_as_written(path) -> list[str]:
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    return list(json.loads(raw[8:8 + size])["__metadata__"])
+
+
+WRITE_IN_A_FRESH_PROCESS = """
+import sys, torch
+from mqc_edge.model.checkpoint import write_safetensors
+write_safetensors(sys.argv[1], {"b": torch.arange(6.0).reshape(2, 3), "a": torch.ones(4, dtype=torch.int32)},
+                  {"format": "f", "config": "{\\"x\\": 1}", "zeta": "z", "alpha": "\\u00e9"})
+"""
+
+
+def test_safetensors_files_are_byte_identical_across_processes(tmp_path):
+    """safetensors orders metadata keys differently per process; ours sorts them, so one content
+    gives one SHA-256 (shipped weights, exports' weights.safetensors)."""
+    paths = [tmp_path / f"w{index}.safetensors" for index in range(4)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", WRITE_IN_A_FRESH_PROCESS, str(path)], check=True)
+    assert len({path.read_bytes() for path in paths}) == 1
+    assert _metadata_keys_as_written(paths[0]) == ["alpha", "config", "format", "zeta"]
+    tensors, metadata = read_safetensors(paths[0])
+    assert metadata == {"format": "f", "config": '{"x": 1}', "zeta": "z", "alpha": "\u00e9"}
+    assert torch.equal(tensors["b"], torch.arange(6.0).reshape(2, 3)) and tensors["a"].dtype == torch.int32
+
+
+def test_saved_checkpoint_writes_sorted_metadata(saved):
+    keys = _metadata_keys_as_written(saved)
+    assert keys == sorted(keys) and "config" in keys
