@@ -483,7 +483,8 @@ def _add_eval_parser(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--degrade-seed", type=int, default=0, help="with --degrade: seed of noise and clouds")
     evaluate.add_argument("--encode-ahead", action="store_true",
                           help="with --variants or --degrade: the next frame's image encoder overlaps this frame's "
-                               "memory stages (onnxruntime CPU; same masks; measured no faster than serial at 256 px on 2 cores; "
+                               "memory stages (onnxruntime CPU; same masks; measured no faster than serial at "
+                               "256 px on 2 cores; "
                                "--threads default 1 per session)")
     evaluate.set_defaults(handler=_cmd_eval)
 
