@@ -3,7 +3,8 @@
 Issue 5 item 7: the runtime (onnxruntime CPU) and the torch reference pipeline segment the same
 RS-RVOS dataset from the same export directory; both prediction sets are scored with the
 referring protocol (data/evaluate.py), and compared frame by frame. Accepted when the per-frame
-mask IoU between the two averages >= 0.999 and their J&F differ by <= 0.002. MQC mode is
+mask IoU between the two averages >= 0.999 and their J&F differ by <= 0.002; the frames under
+0.999 (issue 17 item 6 asks it of every frame) are counted and the worst named. MQC mode is
 prompted with the expressions, SAM 2 mode with each referent's ground-truth box on frame 0.
 All expressions of a video are tracked together, so the image encoder runs once per frame.
 
@@ -138,13 +139,33 @@ def predict_dataset(sources: dict[str, ModelSource], dataset: RVOSDataset, confi
     return frames
 
 
+FRAME_IOU_MIN = 0.999
+"""Per-frame mask IoU that issue 17 item 6 asks of every frame on trained weights (reported, not gated)."""
+WORST_FRAMES_SHOWN = 5
+
+
+def frame_keys(dataset: RVOSDataset) -> list[tuple[str, str, str]]:
+    """(video, expression id, frame) of every scored mask, in `compare_predictions`' order."""
+    return [(video.name, exp_id, frame)
+            for video in dataset.videos.values() for exp_id in video.expressions for frame in video.frames]
+
+
 def compare_predictions(dataset: RVOSDataset, candidate: Path, reference: Path) -> list[float]:
     """Per (expression, frame) mask IoU between two prediction folders of the same dataset."""
     return [
-        mask_iou(read_prediction(prediction_path(candidate, video.name, exp_id, frame)),
-                 read_prediction(prediction_path(reference, video.name, exp_id, frame)))
-        for video in dataset.videos.values() for exp_id in video.expressions for frame in video.frames
+        mask_iou(read_prediction(prediction_path(candidate, video, exp_id, frame)),
+                 read_prediction(prediction_path(reference, video, exp_id, frame)))
+        for video, exp_id, frame in frame_keys(dataset)
     ]
+
+
+def frames_under(dataset: RVOSDataset, ious: list[float], threshold: float = FRAME_IOU_MIN) -> dict:
+    """How many frames' IoU (from `compare_predictions`) fall under `threshold`, and the worst few
+    by name, so a parity report says where the backends part without another run."""
+    under = sorted((iou, key) for key, iou in zip(frame_keys(dataset), ious, strict=True) if iou < threshold)
+    return {"threshold": threshold, "count": len(under),
+            "worst": [{"video": video, "expression": exp_id, "frame": frame, "iou": iou}
+                      for iou, (video, exp_id, frame) in under[:WORST_FRAMES_SHOWN]]}
 
 
 def _modes(config: ParityEvalConfig, sources: Iterable[ModelSource]) -> tuple[str, ...]:
@@ -174,6 +195,7 @@ def _mode_report(config: ParityEvalConfig, dataset: RVOSDataset, mode: str,
     row = {
         "scores": {name: scores[name] for name in (config.backend, REFERENCE)}, "jf_delta": jf_delta,
         "iou_mean": iou_mean, "iou_min": float(np.min(ious)), "frames_compared": len(ious),
+        "frames_under": frames_under(dataset, ious),
         "passed": iou_mean >= config.iou_mean_min and jf_delta <= config.jf_delta_max,
     }
     if delta is not None:
@@ -233,13 +255,26 @@ def run_parity_eval(config: ParityEvalConfig) -> dict:
 def format_parity(report: dict) -> str:
     """Markdown: per mode, J&F of both backends, their delta and the per-frame IoU between them."""
     backend, reference = report["backend"], report["reference"]
-    lines = [f"| mode | J&F {backend} | J&F {reference} | J&F delta | IoU mean | IoU min | frames | passed |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [f"| mode | J&F {backend} | J&F {reference} | J&F delta | IoU mean | IoU min | frames | "
+             f"frames IoU < {FRAME_IOU_MIN} | passed |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for mode, row in report["modes"].items():
         lines.append(f"| {mode} | {row['scores'][backend]['J&F']:.4f} | {row['scores'][reference]['J&F']:.4f} | "
                      f"{row['jf_delta']:.4f} | {row['iou_mean']:.5f} | {row['iou_min']:.4f} | "
-                     f"{row['frames_compared']} | {'yes' if row['passed'] else 'NO'} |")
-    return "\n".join(lines + _format_fp32_delta(report)) + "\n"
+                     f"{row['frames_compared']} | {row['frames_under']['count']} | "
+                     f"{'yes' if row['passed'] else 'NO'} |")
+    return "\n".join(lines + _format_worst_frames(report) + _format_fp32_delta(report)) + "\n"
+
+
+def _format_worst_frames(report: dict) -> list[str]:
+    """One line per mode naming its lowest-IoU frames; [] when every frame is at or above the threshold."""
+    lines = []
+    for mode, row in report["modes"].items():
+        worst = row["frames_under"]["worst"]
+        if worst:
+            named = ", ".join(f"{w['video']}/{w['expression']}/{w['frame']} {w['iou']:.4f}" for w in worst)
+            lines.append(f"- {mode}: lowest IoU frames (video/expression/frame): {named}")
+    return [""] + lines if lines else []
 
 
 def _format_fp32_delta(report: dict) -> list[str]:

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mqc_edge.benchmarks.parity_eval import ParityEvalConfig, compare_predictions, mask_iou, run_parity_eval
+from mqc_edge.benchmarks.parity_eval import (
+    FRAME_IOU_MIN,
+    ParityEvalConfig,
+    compare_predictions,
+    frames_under,
+    mask_iou,
+    run_parity_eval,
+)
 from mqc_edge.cli import main
 from mqc_edge.data.dataset import RVOSDataset
 from mqc_edge.errors import ConfigError
@@ -49,7 +56,11 @@ def test_onnxruntime_matches_torch_on_a_synthetic_set_in_both_modes(parity, data
             metrics = json.loads((out / "metrics" / mode / backend / "metrics.json").read_text())
             assert metrics["J&F"] == row["scores"][backend]["J&F"]
             assert len(list((out / "predictions" / mode / backend).rglob("*.png"))) == expressions * FRAMES
-    assert "| mqc |" in (out / "parity.md").read_text()
+        worst = row["frames_under"]["worst"]
+        assert len(worst) == min(row["frames_under"]["count"], 5)
+        assert all(w["iou"] < FRAME_IOU_MIN for w in worst) and [w["iou"] for w in worst] == sorted(w["iou"] for w in worst)
+    markdown = (out / "parity.md").read_text()
+    assert "| mqc |" in markdown and f"frames IoU < {FRAME_IOU_MIN}" in markdown
 
 
 def test_the_comparison_sees_a_single_changed_mask(parity, dataset, tmp_path) -> None:
@@ -60,8 +71,13 @@ def test_the_comparison_sees_a_single_changed_mask(parity, dataset, tmp_path) ->
     mask = np.asarray(Image.open(changed)) > 0
     mask[: mask.shape[0] // 2] = ~mask[: mask.shape[0] // 2]
     Image.fromarray(mask.astype(np.uint8) * 255).save(changed)
-    ious = compare_predictions(RVOSDataset.load(dataset), candidate, out / "predictions" / "sam2" / "torch")
+    loaded = RVOSDataset.load(dataset)
+    ious = compare_predictions(loaded, candidate, out / "predictions" / "sam2" / "torch")
     assert sum(iou < 1.0 for iou in ious) == 1 and min(ious) < 0.9
+    under = frames_under(loaded, ious)
+    video, exp_id = changed.relative_to(candidate).parts[:2]
+    assert under["count"] == 1 and under["threshold"] == FRAME_IOU_MIN
+    assert under["worst"] == [{"video": video, "expression": exp_id, "frame": changed.stem, "iou": min(ious)}]
 
 
 def test_comparing_torch_with_itself_is_refused(exported, dataset, tmp_path) -> None:
