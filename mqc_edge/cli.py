@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from mqc_edge.contract import MEMORY_STORAGE
 from mqc_edge.errors import ConfigError, MqcEdgeError, PromptError
 
 
@@ -209,12 +210,15 @@ def _roi_config(args: argparse.Namespace):
 def _cmd_export(args: argparse.Namespace) -> int:
     from mqc_edge.export import export_model
 
-    from mqc_edge.default_model import DEFAULT_MODEL, DEFAULT_WEIGHTS
+    from mqc_edge.default_model import DEFAULT_MEMORY_STORAGE, DEFAULT_MODEL, DEFAULT_WEIGHTS
 
-    checkpoint = DEFAULT_WEIGHTS if str(args.checkpoint) == DEFAULT_MODEL else args.checkpoint
+    shipped = str(args.checkpoint) == DEFAULT_MODEL
+    checkpoint = DEFAULT_WEIGHTS if shipped else args.checkpoint
+    storage = args.memory_storage or (DEFAULT_MEMORY_STORAGE if shipped else MEMORY_STORAGE[0])
     manifest = export_model(
         checkpoint=checkpoint, out=args.out, model_config=args.model_config, image_size=args.image_size,
         opset=args.opset, texts=args.texts, text_encoder=not args.no_text_encoder,
+        memory_storage=storage,
     )
     parity = manifest["parity"]
     for mode, report in parity["end_to_end"].items():
@@ -557,6 +561,11 @@ def _add_export_parser(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--no-text-encoder", action="store_true",
                         help="leave out the text encoder (no transformers or MiniLM needed): box, point and mask "
                              "prompts in both modes, no text prompts")
+    export.add_argument("--memory-storage", choices=MEMORY_STORAGE, default=None,
+                        help="memory slots rounded to bfloat16 (as Meta's predictor stores them and training "
+                             "sees them) or kept float32 (no rounding step: the export equals its torch reference "
+                             "on every frame; docs/model_card.md 'Export parity'). Default: float32 for `default` "
+                             "(as its cached export), bfloat16 otherwise")
     export.set_defaults(handler=_cmd_export)
 
 

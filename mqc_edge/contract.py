@@ -46,6 +46,15 @@ TRACKING_PROMPT_TOKENS = 2
 (sam2_base.py _forward_sam_heads with point_inputs=None)."""
 
 
+MEMORY_STORAGE = ("bfloat16", "float32")
+"""How a memory slot leaves the memory encoder. bfloat16: rounded as `SAM2VideoPredictor` stores it
+(the reference Meta's predictor is matched against, and what training sees). float32: unrounded.
+Rounding is a step function: a float32 difference of one ulp between two correct implementations
+(onnxruntime vs torch) flips a value sitting on a bfloat16 rounding boundary by one bfloat16 ulp
+(2^-8 of it), and the memory carries the flip into later frames; float32 storage has no such
+boundary (docs/model_card.md 'Export parity': 10 of 2,752 test frames under IoU 0.999 with
+bfloat16, none with float32, J&F equal to 0.001)."""
+
 BANKS = ("anchor", "fifo", "prototypes")
 """DAMI's memory banks, in slot order: memory slots and pointer slots are both ordered so."""
 

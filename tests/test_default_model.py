@@ -11,7 +11,8 @@ import pytest
 
 import mqc_edge.export
 from mqc_edge.cli import main
-from mqc_edge.default_model import DEFAULT_WEIGHTS, SOURCE_RECORD, cache_root, default_export, resolve_model
+from mqc_edge.default_model import (DEFAULT_MEMORY_STORAGE, DEFAULT_WEIGHTS, SOURCE_RECORD, cache_root, default_export,
+                                   resolve_model)
 from mqc_edge.errors import CheckpointError
 
 
@@ -20,7 +21,8 @@ def exports(monkeypatch, exported) -> list[Path]:
     """Stand in for `export_model` (minutes of tracing) with a copy of the session's export; records calls."""
     calls: list[Path] = []
 
-    def fake_export_model(checkpoint: Path, out: Path, **_: object) -> dict:
+    def fake_export_model(checkpoint: Path, out: Path, memory_storage: str = "bfloat16", **_: object) -> dict:
+        assert memory_storage == DEFAULT_MEMORY_STORAGE == "float32"
         calls.append(Path(checkpoint))
         shutil.copytree(exported[0], out)
         return json.loads((out / "manifest.json").read_text())
@@ -41,6 +43,17 @@ def test_default_export_is_built_once_and_rebuilt_when_the_weights_change(tmp_pa
     assert len(exports) == 2
     record = json.loads((first / SOURCE_RECORD).read_text())
     assert record["weights_sha256"] == __import__("hashlib").sha256(b"retrained weights").hexdigest()
+    assert record["memory_storage"] == "float32"
+
+
+def test_a_cache_built_with_another_memory_storage_is_rebuilt(tmp_path, exports) -> None:
+    weights = tmp_path / "weights.safetensors"
+    weights.write_bytes(b"weights")
+    target = default_export(tmp_path / "cache", weights, log=lambda _: None)
+    record = json.loads((target / SOURCE_RECORD).read_text())
+    (target / SOURCE_RECORD).write_text(json.dumps({**record, "memory_storage": "bfloat16"}, sort_keys=True) + "\n")
+    default_export(tmp_path / "cache", weights, log=lambda _: None)
+    assert len(exports) == 2 and json.loads((target / SOURCE_RECORD).read_text())["memory_storage"] == "float32"
 
 
 def test_a_tampered_cached_export_is_rebuilt(tmp_path, exports) -> None:
@@ -133,3 +146,20 @@ def test_demo_encode_ahead_gives_the_serial_masks(tmp_path, exported) -> None:
     assert len(masks) == 5
     for path in masks:
         assert path.read_bytes() == (tmp_path / "serial" / "run" / "masks" / path.name).read_bytes()
+
+
+@pytest.mark.parametrize(("arguments", "expected"), [
+    (["--checkpoint", "default"], "float32"),  # the shipped default's export, as its cache
+    (["--checkpoint", "mine.safetensors"], "bfloat16"),  # any other checkpoint: as trained, as Meta's predictor
+    (["--checkpoint", "default", "--memory-storage", "bfloat16"], "bfloat16"),
+])
+def test_export_chooses_the_memory_storage(monkeypatch, tmp_path, arguments: list[str], expected: str) -> None:
+    chosen = []
+
+    def fake_export_model(memory_storage: str, **_: object) -> dict:
+        chosen.append(memory_storage)
+        return {"parity": {"passed": True, "end_to_end": {}}, "stages": {}}
+
+    monkeypatch.setattr(mqc_edge.export, "export_model", fake_export_model)
+    assert main(["export", *arguments, "--out", str(tmp_path / "out")]) == 0
+    assert chosen == [expected]

@@ -64,10 +64,13 @@ def export_model(
     clip: ParityClip = ParityClip(),
     thresholds: ParityThresholds = ParityThresholds(),
     text_encoder: bool = True,
+    memory_storage: str = "bfloat16",
 ) -> dict[str, Any]:
     """Export `checkpoint` into `out`; returns the manifest (its "parity" entry says whether it passed).
-    `text_encoder=False`: without the language model (module docstring). ConfigError for arguments that
-    do not fit the checkpoint, CheckpointError for a checkpoint that cannot be read."""
+    `text_encoder=False`: without the language model (module docstring). `memory_storage`: the
+    memory encoder's rounding (`model.stages.MEMORY_STORAGE`), recorded in the manifest so that the
+    torch reference of the export rounds alike. ConfigError for arguments that do not fit the
+    checkpoint, CheckpointError for a checkpoint that cannot be read."""
     if opset < 18:
         raise ConfigError(f"opset: expected >= 18 (Resize antialias, LayerNormalization), got {opset}")
     if texts is not None and not text_encoder:
@@ -75,7 +78,7 @@ def export_model(
                           "drop one of the two")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    backend = _source_backend(Path(checkpoint), model_config, image_size, text_encoder)
+    backend = _source_backend(Path(checkpoint), model_config, image_size, text_encoder, memory_storage)
     expressions = read_expressions(texts) if texts is not None else None
     if expressions is not None and backend.geometry.mqc is None:
         raise ConfigError(f"--texts {texts}: the model has no text encoder (a SAM 2.1 checkpoint); nothing to embed")
@@ -101,7 +104,7 @@ def export_model(
 
 
 def _source_backend(checkpoint: Path, model_config: str | None, image_size: int | None,
-                    text_encoder: bool) -> TorchBackend:
+                    text_encoder: bool, memory_storage: str = "bfloat16") -> TorchBackend:
     """The torch model to export, loaded as `mqc-edge run` loads it; without `text_encoder`, an
     MQC-SAM checkpoint built without its language model. ConfigError for --model-config or
     --image-size then (our checkpoints carry both), CheckpointError for a file not in our format."""
@@ -110,7 +113,7 @@ def _source_backend(checkpoint: Path, model_config: str | None, image_size: int 
                           f"inside, no --model-config or --image-size), got {checkpoint}; a SAM 2.1 one has no "
                           "text encoder to leave out")
     return load(checkpoint=checkpoint, model_config=model_config, image_size=image_size,
-                text_model=None if text_encoder else False)
+                text_model=None if text_encoder else False, memory_storage=memory_storage)
 
 
 def _export_graphs(backend: TorchBackend, out: Path, opset: int) -> dict[str, str]:
@@ -137,6 +140,7 @@ def _manifest(backend: TorchBackend, model_config: str | None, out: Path, opset:
             "description": backend.description,
             "geometry": geometry_to_json(backend.geometry),
             "config": dataclasses.asdict(model.config) if isinstance(model, MQCSAM) else None,
+            "memory_storage": backend.memory_storage,
         },
         "runtime": dataclasses.asdict(TrackerConfig()),
         "opset": opset,

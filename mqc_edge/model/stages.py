@@ -20,6 +20,7 @@ from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 from torch import Tensor, nn
 
+from mqc_edge.contract import MEMORY_STORAGE
 from mqc_edge.errors import ConfigError
 from mqc_edge.kernels.masked_attention import masked_rope_attention
 from mqc_edge.model.sam2_build import geometry_of
@@ -288,13 +289,18 @@ class MemoryEncoderStage(nn.Module):
     """A frame's features and mask -> one memory slot (`_encode_new_memory`).
 
     The low-res logits are upsampled to S here (as `_forward_sam_heads` does), binarized on
-    prompted frames or squashed by sigmoid otherwise, then scaled and biased. The result is
-    rounded through bfloat16 because `SAM2VideoPredictor` stores memories in bfloat16.
+    prompted frames or squashed by sigmoid otherwise, then scaled and biased. With `storage`
+    "bfloat16" (the default: `SAM2VideoPredictor` stores memories in bfloat16, and training
+    runs this stage) the result is rounded through bfloat16; "float32" leaves it unrounded
+    (`MEMORY_STORAGE`).
     """
 
-    def __init__(self, model: SAM2Base) -> None:
+    def __init__(self, model: SAM2Base, storage: str = "bfloat16") -> None:
         super().__init__()
+        if storage not in MEMORY_STORAGE:
+            raise ConfigError(f"memory storage: expected one of {list(MEMORY_STORAGE)}, got {storage!r}")
         self.model = model
+        self.storage = storage
 
     def forward(self, feat: Tensor, mask_lowres: Tensor, object_score: Tensor, binarize: Tensor) -> Tensor:
         model = self.model
@@ -309,6 +315,8 @@ class MemoryEncoderStage(nn.Module):
         if model.no_obj_embed_spatial is not None:
             absent = 1 - (object_score > 0).to(memory.dtype)
             memory = memory + absent[..., None, None] * model.no_obj_embed_spatial[..., None, None]
+        if self.storage == "float32":
+            return memory
         return memory.to(torch.bfloat16).to(torch.float32)
 
 
@@ -329,8 +337,10 @@ SAM2_STAGES: dict[str, type[nn.Module]] = {
 """Contract stage -> its module; `forward` names the stage's inputs in contract order (tested)."""
 
 
-def build_stages(model: SAM2Base) -> dict[str, nn.Module]:
-    """Every contract stage of `model`, keyed by stage name."""
+def build_stages(model: SAM2Base, memory_storage: str = "bfloat16") -> dict[str, nn.Module]:
+    """Every contract stage of `model`, keyed by stage name; `memory_storage` is the memory
+    encoder's (`MEMORY_STORAGE`). ConfigError for an unknown storage."""
     check_supported(model)
-    return {name: stage(model) for name, stage in SAM2_STAGES.items()}
+    stages = {name: stage(model) for name, stage in SAM2_STAGES.items() if name != "memory_encoder"}
+    return {**stages, "memory_encoder": MemoryEncoderStage(model, memory_storage)}
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from sam2.modeling.sam2_base import SAM2Base
 
-from mqc_edge.contract import StageSpec, TensorSpec
+from mqc_edge.contract import MEMORY_STORAGE, StageSpec, TensorSpec
 from mqc_edge.errors import ConfigError
 from mqc_edge.model import device_processing as on_device
 from mqc_edge.model.mqc_sam import MQCSAM
@@ -116,11 +116,13 @@ class TorchExecutor:
     the frame's pre- and post-processing to `preprocess` / `postprocess` here; None means on
     CUDA (where it saves the host's resize and full-frame upsampling) and off on cpu, where the
     float64 matrix-product resize is ~10x slower than Pillow (1080p -> 256: 313 vs 29 ms, one
-    thread, busy machine); True on cpu tests the device path.
+    thread, busy machine); True on cpu tests the device path. `memory_storage`: how the memory
+    encoder leaves its slots (`model.stages.MEMORY_STORAGE`; bfloat16 as Meta's predictor).
     """
 
     def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "",
-                 precision: str = "fp32", device_processing: bool | None = None) -> None:
+                 precision: str = "fp32", device_processing: bool | None = None,
+                 memory_storage: str = "bfloat16") -> None:
         self.device = resolve_device(device)
         check_precision(self.device, precision)
         self.precision = precision
@@ -128,7 +130,8 @@ class TorchExecutor:
         self.syncs = 0
         self.model = model.to(self.device).eval()
         sam = model.sam if isinstance(model, MQCSAM) else model
-        self.stages = build_stages(sam)
+        self.stages = build_stages(sam, memory_storage)
+        self.memory_storage = memory_storage
         self.geometry = geometry_of(sam)
         self.tokenizer_file: Path | None = None
         """tokenizer.json of the text model, for the host tokenizer (runtime/text.py); None without MQC parts."""
@@ -233,10 +236,12 @@ class TorchBackend(CheckedBackend):
     exporter traces) are its, and so are pre- and post-processing with `device_processing`."""
 
     def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "",
-                 precision: str = "fp32", device_processing: bool | None = None) -> None:
-        executor = TorchExecutor(model, device, description, precision, device_processing)
+                 precision: str = "fp32", device_processing: bool | None = None,
+                 memory_storage: str = "bfloat16") -> None:
+        executor = TorchExecutor(model, device, description, precision, device_processing, memory_storage)
         super().__init__(executor)
         self.model, self.stages = executor.model, executor.stages
+        self.memory_storage = executor.memory_storage
         self._frame_steps: dict[int, CapturedFrameStep] = {}
         if executor.device_processing:
             self.preprocess, self.postprocess = executor.preprocess, executor.postprocess
@@ -263,6 +268,7 @@ def load(
     precision: str = "fp32",
     device_processing: bool | None = None,
     text_model: bool | None = None,
+    memory_storage: str = "bfloat16",
 ) -> TorchBackend:
     """`load_backend("torch", ...)`: an MQC-SAM checkpoint (mqc-edge .safetensors, both modes), or
     SAM 2.1 (`model_config` / `variant` at `image_size`, default 1024) with seeded random weights
@@ -270,7 +276,10 @@ def load(
     and post-processing on the device per `device_processing` (`TorchExecutor`; default: on CUDA).
     `text_model`: build an MQC-SAM checkpoint's frozen language model (True) or not (False: box and
     point prompts only, no transformers or MiniLM needed); None: as the checkpoint was saved.
-    ConfigError before anything loads when the device or the precision cannot run here."""
+    `memory_storage`: the memory encoder's output rounding (`model.stages.MEMORY_STORAGE`).
+    ConfigError before anything loads when the device, the precision or the storage cannot run here."""
+    if memory_storage not in MEMORY_STORAGE:
+        raise ConfigError(f"memory storage: expected one of {list(MEMORY_STORAGE)}, got {memory_storage!r}")
     check_precision(resolve_device(device), precision)
     if threads is not None:
         if threads < 1:
@@ -282,10 +291,11 @@ def load(
         variant = SAM21_CONFIG_NAMES[model_config]
     if checkpoint is not None and _is_mqc_checkpoint(Path(checkpoint)):
         return _load_mqc(Path(checkpoint), variant if model_config else None, image_size, device, precision,
-                         device_processing, text_model)
+                         device_processing, text_model, memory_storage)
     model = build_sam21(variant, image_size or 1024, seed, checkpoint)
     source = f"SAM 2.1 {variant} " + (f"from {checkpoint}" if checkpoint else f"with random weights (seed {seed})")
-    return TorchBackend(model, device, f"{source} at {model.image_size} px", precision, device_processing)
+    return TorchBackend(model, device, f"{source} at {model.image_size} px", precision, device_processing,
+                        memory_storage)
 
 
 def _is_mqc_checkpoint(path: Path) -> bool:
@@ -304,7 +314,8 @@ def _is_mqc_checkpoint(path: Path) -> bool:
 
 
 def _load_mqc(path: Path, variant: str | None, image_size: int | None, device: str, precision: str,
-              device_processing: bool | None, text_model: bool | None = None) -> TorchBackend:
+              device_processing: bool | None, text_model: bool | None = None,
+              memory_storage: str = "bfloat16") -> TorchBackend:
     """An MQC-SAM checkpoint carries its config; an explicit variant or size must agree with it."""
     from mqc_edge.model.checkpoint import load_checkpoint
 
@@ -317,4 +328,4 @@ def _load_mqc(path: Path, variant: str | None, image_size: int | None, device: s
             f"checkpoint {path}: asked for {', '.join(f'{k}={v[0]!r}' for k, v in clashes.items())}, "
             f"but it was saved with {', '.join(f'{k}={v[1]!r}' for k, v in clashes.items())}"
         )
-    return TorchBackend(model, device, str(report), precision, device_processing)
+    return TorchBackend(model, device, str(report), precision, device_processing, memory_storage)

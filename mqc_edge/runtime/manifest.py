@@ -92,6 +92,12 @@ class Manifest:
                 "(build that precision for another backend, or build this one with `mqc-edge build --precision`)"
             )
 
+    @property
+    def memory_storage(self) -> str:
+        """How the exported memory encoder leaves its slots: bfloat16 or float32
+        (`model.stages.MEMORY_STORAGE`); exports from before the choice existed round to bfloat16."""
+        return self.content["model"].get("memory_storage", "bfloat16")
+
     def file(self, key: str) -> Path | None:
         """An optional auxiliary file (`weights`, `tokenizer`, `texts`); None if not exported."""
         name = self.content.get("aux_files", {}).get(key)

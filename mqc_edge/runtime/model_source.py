@@ -80,4 +80,5 @@ def _torch_options(manifest: Manifest, device: str) -> dict[str, object]:
         "variant": manifest.content["model"]["sam2_variant"],
         "image_size": manifest.geometry.image_size,
         "device": device,
+        "memory_storage": manifest.memory_storage,
     }

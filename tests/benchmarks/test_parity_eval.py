@@ -11,6 +11,8 @@ from PIL import Image
 
 from mqc_edge.benchmarks.parity_eval import (
     FRAME_IOU_MIN,
+    FRAME_LOGIT_RELATIVE,
+    LogitDelta,
     ParityEvalConfig,
     compare_predictions,
     frames_under,
@@ -20,6 +22,7 @@ from mqc_edge.benchmarks.parity_eval import (
 from mqc_edge.cli import main
 from mqc_edge.data.dataset import RVOSDataset
 from mqc_edge.errors import ConfigError
+from mqc_edge.runtime.results import FrameResult
 from suite_helpers import synth_dataset
 
 VIDEOS, FRAMES, SIZE = 2, 8, 128
@@ -56,11 +59,16 @@ def test_onnxruntime_matches_torch_on_a_synthetic_set_in_both_modes(parity, data
             metrics = json.loads((out / "metrics" / mode / backend / "metrics.json").read_text())
             assert metrics["J&F"] == row["scores"][backend]["J&F"]
             assert len(list((out / "predictions" / mode / backend).rglob("*.png"))) == expressions * FRAMES
+        logits = row["logits"]
+        assert logits["frames"] == expressions * FRAMES and logits["threshold_relative"] == FRAME_LOGIT_RELATIVE
+        assert 0 < logits["max_relative"] <= FRAME_LOGIT_RELATIVE and logits["frames_over"] == 0, (mode, logits)
+        assert row["every_frame"] == (row["frames_under"]["count"] == 0)
         worst = row["frames_under"]["worst"]
         assert len(worst) == min(row["frames_under"]["count"], 5)
         assert all(w["iou"] < FRAME_IOU_MIN for w in worst) and [w["iou"] for w in worst] == sorted(w["iou"] for w in worst)
     markdown = (out / "parity.md").read_text()
     assert "| mqc |" in markdown and f"frames IoU < {FRAME_IOU_MIN}" in markdown
+    assert f"frames over {FRAME_LOGIT_RELATIVE:g}" in markdown
 
 
 def test_the_comparison_sees_a_single_changed_mask(parity, dataset, tmp_path) -> None:
@@ -83,3 +91,27 @@ def test_the_comparison_sees_a_single_changed_mask(parity, dataset, tmp_path) ->
 def test_comparing_torch_with_itself_is_refused(exported, dataset, tmp_path) -> None:
     with pytest.raises(ConfigError, match="compare a graph backend with torch"):
         run_parity_eval(ParityEvalConfig(exported[0], dataset, tmp_path, backend="torch"))
+
+
+def _result(index: int, logits: np.ndarray) -> FrameResult:
+    return FrameResult(frame_index=index, logits=logits, mask=logits > 0, logits_lowres=logits, object_score=1.0,
+                       iou=1.0)
+
+
+def _results(logits: list[np.ndarray]) -> list[list[FrameResult]]:
+    """One object's results on frames 0.. with these logits."""
+    return [[_result(index, value) for index, value in enumerate(logits)]]
+
+
+def test_logit_delta_pairs_frames_and_counts_those_over_the_relative_threshold() -> None:
+    """Relative to the reference frame's max |logit|, whichever tracker reports first."""
+    reference = [np.array([[80.0, -40.0]]), np.array([[10.0, -2.0]]), np.zeros((1, 2))]
+    candidate = [reference[0] + 0.07, reference[1] + 0.02, reference[2].copy()]  # 8.75e-4, 2e-3, exact
+    delta = LogitDelta("onnxruntime", "torch")
+    delta.add("torch", _results(reference[:2]))
+    delta.add("onnxruntime", _results(candidate))
+    delta.add("torch", [[_result(2, reference[2])]])
+    delta.add("other", _results(candidate))  # ignored
+    report = delta.report()
+    assert report["frames"] == 3 and report["frames_over"] == 1 and not delta.pending
+    assert report["max_relative"] == pytest.approx(2e-3) and report["max_abs"] == pytest.approx(0.07)
