@@ -82,3 +82,29 @@ def test_the_check_needs_both_iou_and_jf(iou_mean, jf_delta, passed, monkeypatch
     monkeypatch.setattr(doctor, "compare_masks", lambda a, b: {"iou_mean": iou_mean, "iou_min": iou_mean})
     monkeypatch.setattr(doctor.ClipRun, "jf", property(lambda run: 0.5 + jf_delta / 100 * (run.label == "b")))
     assert doctor.check_against(_run("a", [], []), _run("b", [], []))[0] is passed
+
+
+def test_the_default_fp16_build_is_kept_outside_its_build_gate_and_the_verdict_logged(exported, tmp_path,
+                                                                                       monkeypatch) -> None:
+    """The doctor judges TensorRT by its own check; the build gate's verdict is one logged line."""
+    import shutil
+
+    from mqc_edge.precision import build
+
+    default_dir = tmp_path / "default"
+    shutil.copytree(exported[0], default_dir)
+    asked = []
+
+    def fake_build(config) -> dict:
+        asked.append(config)
+        config.out.mkdir()
+        (config.out / "manifest.json").write_text("{}")
+        modes = {"mqc": {"mask_iou_mean": 0.999, "mask_iou_min": 0.973, "passed": False}}
+        return {"gate": {"passed": False, "modes": modes}}
+
+    monkeypatch.setattr(build, "build_precision", fake_build)
+    lines: list[str] = []
+    target = doctor.default_fp16_export(default_dir, threads=1, log=lines.append)
+    assert [(c.precision, c.force, c.model_dir) for c in asked] == [("fp16", True, default_dir)]
+    assert target == asked[0].out and lines[-1].startswith("FP16 build gate: outside (mqc: IoU mean 0.9990 min 0.9730)")
+    assert doctor.default_fp16_export(default_dir, threads=1, log=lines.append) == target and len(asked) == 1

@@ -47,6 +47,8 @@ class Variant:
 
 VARIANTS = {
     "mqc": Variant("MQC-SAM: text start, TMCC + DAMI (full)", "text", TrackerConfig(mode="mqc")),
+    "mqc-text-single": Variant("MQC-SAM, text start from the single-mask token (text_start_multimask off)", "text",
+                               TrackerConfig(mode="mqc", text_start_multimask=False)),
     "mqc-no-tmcc": Variant("text start, DAMI memory, no TMCC (+DAMI)", "text", TrackerConfig(mode="mqc", tmcc=None)),
     "sam2-text": Variant("text start, SAM 2 memory only", "text", TrackerConfig(mode="sam2")),
     "sam2-box": Variant("SAM 2 mode from the frame-0 box", "box", TrackerConfig(mode="sam2")),

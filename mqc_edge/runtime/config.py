@@ -24,6 +24,9 @@ class TrackerConfig:
     multimask_min_points: int = 0  # sam2.1_hiera_*.yaml multimask_min_pt_num (a box counts 2 points)
     multimask_max_points: int = 1  # sam2.1_hiera_*.yaml multimask_max_pt_num
     binarize_prompted_memory: bool = True  # build_sam.py override binarize_mask_from_pts_for_mem_enc
+    # MQC text start's decoder output: best of the three multimask outputs by predicted IoU (True, SAM 2's
+    # rule for a prompt of no points), or the single-mask token with SAM's stability fallback (False)
+    text_start_multimask: bool = True
     tmcc: TMCCConfig | None = field(default_factory=TMCCConfig)  # None: no calibration, no start-up delay
     gates: GateConfig = field(default_factory=GateConfig)  # DAMI write gates (runtime/mqc/gates.py)
     robustness: str = "learned"  # S_robust: the model's trained scorer, or gates.robustness_score's formula

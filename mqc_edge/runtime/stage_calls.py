@@ -156,8 +156,8 @@ class StageCalls:
 
     def _decode_text_prompt(self, features: dict[str, Handle], text: str, text_source: TextSource,
                             timings: Timings) -> dict[str, Handle]:
-        """CroBIM-V frame 0: text encoder -> fusion with the no-memory features -> SAM decoder
-        (multimask, as `MQCSAM.segment_first_frame_from_text`; no points count as 0)."""
+        """CroBIM-V frame 0: text encoder -> fusion with the no-memory features -> SAM decoder,
+        multimask or the single-mask token per `TrackerConfig.text_start_multimask`."""
         if self.geometry.mqc is None:
             raise ConfigError(
                 "text prompt: this model has no text encoder (a plain SAM 2.1 model); give a box, points or a mask"
@@ -168,7 +168,7 @@ class StageCalls:
             "prompt_fusion", timings, feat_conditioned=conditioned, text_tokens=encoded["text_tokens"],
             text_mask=encoded["text_mask"],
         )
-        return self.decode(conditioned, features, fused, self.config.multimask(0), timings)
+        return self.decode(conditioned, features, fused, self.config.text_start_multimask, timings)
 
     def _encode_text(self, text: str, text_source: TextSource, timings: Timings) -> dict[str, Handle]:
         """The text_encoder stage's outputs: precomputed at export when the text is known (no

@@ -126,3 +126,18 @@ def test_mqc_mode_needs_a_model_with_mqc_stages(fake_backend) -> None:
         Tracker(fake_backend).start(_frames(1)[0], text="a ship")
     with pytest.raises(ConfigError, match="plain SAM 2.1 checkpoint runs mode 'sam2' only"):
         Tracker(fake_backend, TrackerConfig(mode="mqc"))
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+def test_the_text_start_decodes_as_configured_and_tracking_frames_stay_multimask(fake_backend, multimask: bool) -> None:
+    flags: list[bool] = []
+    run = fake_backend.run
+
+    def recording(stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if stage == "mask_decoder":
+            flags.append(bool(inputs["multimask"][0]))
+        return run(stage, inputs)
+
+    fake_backend.run = recording
+    results = _run(_tracker(fake_backend, tmcc=None, text_start_multimask=multimask), _frames(4), text="the ship")
+    assert len(results) == 4 and flags == [multimask, True, True, True]
