@@ -5,8 +5,9 @@ is made once into the cache folder and reused while it is current: its manifest 
 file re-hashed) and it was made from the very weights file installed now (SHA-256 recorded
 beside it), by this mqc-edge version and the very code that writes the graphs (one SHA-256 over
 the sources of `model/`, `kernels/` and `export/`, so an exact rewrite that makes the graphs faster
-reaches a cached export without a version bump). Anything else rebuilds it. Its memory slots are float32 (`DEFAULT_MEMORY_STORAGE`). Building needs the torch side
-(`export` extra); an on-board install copies a built export instead.
+reaches a cached export without a version bump), with float32 memory slots (`DEFAULT_MEMORY_STORAGE`).
+Anything else rebuilds it. Building needs the torch side (`export` extra); an on-board install
+copies a built export instead.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def export_model(
 ) -> dict[str, Any]:
     """Export `checkpoint` into `out`; returns the manifest (its "parity" entry says whether it passed).
     `text_encoder=False`: without the language model (module docstring). `memory_storage`: the
-    memory encoder's rounding (`model.stages.MEMORY_STORAGE`), recorded in the manifest so that the
+    memory encoder's rounding (`contract.MEMORY_STORAGE`), recorded in the manifest so that the
     torch reference of the export rounds alike. ConfigError for arguments that do not fit the
     checkpoint, CheckpointError for a checkpoint that cannot be read."""
     if opset < 18:

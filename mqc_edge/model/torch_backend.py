@@ -117,7 +117,7 @@ class TorchExecutor:
     CUDA (where it saves the host's resize and full-frame upsampling) and off on cpu, where the
     float64 matrix-product resize is ~10x slower than Pillow (1080p -> 256: 313 vs 29 ms, one
     thread, busy machine); True on cpu tests the device path. `memory_storage`: how the memory
-    encoder leaves its slots (`model.stages.MEMORY_STORAGE`; bfloat16 as Meta's predictor).
+    encoder leaves its slots (`contract.MEMORY_STORAGE`; bfloat16 as Meta's predictor).
     """
 
     def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "",
@@ -276,7 +276,7 @@ def load(
     and post-processing on the device per `device_processing` (`TorchExecutor`; default: on CUDA).
     `text_model`: build an MQC-SAM checkpoint's frozen language model (True) or not (False: box and
     point prompts only, no transformers or MiniLM needed); None: as the checkpoint was saved.
-    `memory_storage`: the memory encoder's output rounding (`model.stages.MEMORY_STORAGE`).
+    `memory_storage`: the memory encoder's output rounding (`contract.MEMORY_STORAGE`).
     ConfigError before anything loads when the device, the precision or the storage cannot run here."""
     if memory_storage not in MEMORY_STORAGE:
         raise ConfigError(f"memory storage: expected one of {list(MEMORY_STORAGE)}, got {memory_storage!r}")

@@ -95,7 +95,7 @@ class Manifest:
     @property
     def memory_storage(self) -> str:
         """How the exported memory encoder leaves its slots: bfloat16 or float32
-        (`model.stages.MEMORY_STORAGE`); exports from before the choice existed round to bfloat16."""
+        (`contract.MEMORY_STORAGE`); exports from before the choice existed round to bfloat16."""
         return self.content["model"].get("memory_storage", "bfloat16")
 
     def file(self, key: str) -> Path | None:

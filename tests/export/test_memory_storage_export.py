@@ -63,7 +63,8 @@ def test_the_manifest_records_the_storage_and_the_graph_drops_the_rounding(float
 
 def test_the_torch_reference_of_the_export_stores_float32_and_matches_the_graph(float32_export, exported) -> None:
     out, _, manifest = float32_export
-    reports = {kind: report["outputs"]["memory"] for kind, report in manifest["parity"]["stages"]["memory_encoder"].items()}
+    stage = manifest["parity"]["stages"]["memory_encoder"]
+    reports = {kind: report["outputs"]["memory"] for kind, report in stage.items()}
     assert {"random", "real_first", "real_last"} <= set(reports)
     assert not any(report.get("bfloat16") for report in reports.values())  # compared as float32, unrounded
     assert all(report["max_relative"] <= 1e-5 for report in reports.values())
