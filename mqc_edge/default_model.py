@@ -34,6 +34,12 @@ equals its torch reference on every frame (test split, 1,376 frames per mode: ma
 logits within 1.3e-4 of each frame's max |logit|; with bfloat16, 10 frames under IoU 0.999), at the
 same accuracy as the bfloat16 it was trained with (J&F -0.0003 +- 0.0003 per video over 108
 selection videos; docs/model_card.md 'Export parity')."""
+DEFAULT_FP16_STAGES = ("image_encoder", "prompt_encoder", "no_memory", "memory_encoder", "prompt_fusion",
+                       "quality_head", "uncertainty_head")
+"""The default's FP16 plan (`mqc-edge build --precision fp16 --stages ...`): the stages that stay
+within the FP16 gate on 16 gate clips one at a time; memory attention, DAMI attention, the mask
+decoder and the text encoder stay FP32 (each alone outside it: min IoU 0.975, 0.973 and 0.939).
+Within the gate on 4 and on 16 clips (docs/precision.md, "FP16 on 16 gate clips")."""
 EXPORTER_PACKAGES = ("model", "kernels", "export")
 """mqc_edge's subpackages whose code shapes the exported graphs."""
 

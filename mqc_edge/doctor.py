@@ -5,8 +5,8 @@
 2. a 32-frame synthetic clip (data/synth, a test seed) tracked from its first referent's box in
    SAM 2 mode on onnxruntime CPU from the FP32 export: ms per stage, FPS, J&F;
 3. with TensorRT: the same clip on the native TensorRT backend from an FP16 build (for `default`,
-   `mqc-edge build --precision fp16` of the default export, made once beside it; a MODEL given
-   by path runs as exported), engines built when missing (`--rebuild-engines`: always); accepted
+   `mqc-edge build --precision fp16 --stages DEFAULT_FP16_STAGES` of the default export, made once
+   beside it; a MODEL given by path runs as exported), engines built when missing (`--rebuild-engines`: always); accepted
    when the per-frame mask IoU against onnxruntime FP32 has mean >= 0.995 and |J&F delta| <= 0.1
    points (the FP16 build gate, precision/gate.py). Exit 1 with one line otherwise.
 Without TensorRT it says so in one line and what to install; the onnxruntime check still runs.
@@ -187,11 +187,12 @@ def _precision_of(export: Path) -> str:
 
 
 def default_fp16_export(default_dir: Path, threads: int = 2, log: Callable[[str], None] = print) -> Path:
-    """`mqc-edge build --precision fp16` of the default export, beside it, named by the source's
-    manifest hash so that a new default gets a new build; made once. Kept whatever its build gate
-    says (the gate's verdict is logged): the doctor judges what TensorRT runs with its own check
-    (mean IoU and J&F delta against onnxruntime FP32), and the build gate's per-frame minimum
-    turns on single pixels of tiny masks (docs/precision.md, "FP16 on 16 gate clips")."""
+    """`mqc-edge build --precision fp16 --stages DEFAULT_FP16_STAGES` of the default export, beside
+    it, named by the source's manifest hash so that a new default gets a new build; made once. Kept
+    whatever its build gate says (the gate's verdict is logged): the doctor judges what TensorRT
+    runs with its own check (mean IoU and J&F delta against onnxruntime FP32), and the build gate's
+    per-frame minimum turns on single pixels of tiny masks (docs/precision.md, "FP16 on 16 gate clips")."""
+    from mqc_edge.default_model import DEFAULT_FP16_STAGES
     from mqc_edge.runtime.manifest import MANIFEST_NAME, sha256_of
 
     target = default_dir.parent / f"{default_dir.name}-fp16-{sha256_of(default_dir / MANIFEST_NAME)[:12]}"
@@ -199,8 +200,8 @@ def default_fp16_export(default_dir: Path, threads: int = 2, log: Callable[[str]
         from mqc_edge.precision.build import BuildConfig, build_precision
 
         log(f"building the FP16 export of the default model for TensorRT: {target} (once)")
-        report = build_precision(BuildConfig(model_dir=default_dir, out=target, precision="fp16", threads=threads,
-                                             force=True))
+        report = build_precision(BuildConfig(model_dir=default_dir, out=target, precision="fp16",
+                                             stages=DEFAULT_FP16_STAGES, threads=threads, force=True))
         gate = report["gate"]
         log(f"FP16 build gate: {'passed' if gate['passed'] else 'outside'} ("
             + "; ".join(f"{mode}: IoU mean {m['mask_iou_mean']:.4f} min {m['mask_iou_min']:.4f}"

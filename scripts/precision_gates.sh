@@ -9,8 +9,8 @@ OUT=${OUT:-runs/precision}
 MQC=".venv/bin/mqc-edge"
 THREADS=${THREADS:-2}
 BF16_PLAN="memory_attention dami_attention memory_encoder prompt_encoder prompt_fusion text_encoder quality_head uncertainty_head no_memory"
-# FP16 with SAM 2 memory attention and the memory encoder FP32 (docs/precision.md, run Y)
-FP16_PLAN="image_encoder prompt_encoder no_memory mask_decoder prompt_fusion dami_attention quality_head uncertainty_head"
+# the default's FP16 plan: memory attention, DAMI attention, mask decoder and text encoder FP32 (default_model.py)
+FP16_PLAN=$(.venv/bin/python -c "from mqc_edge.default_model import DEFAULT_FP16_STAGES; print(*DEFAULT_FP16_STAGES)")
 mkdir -p "$OUT"
 build() {  # name, then `mqc-edge build` options; a build outside its gate (exit 2) still leaves its report
     local name=$1; shift

@@ -89,6 +89,7 @@ def test_the_default_fp16_build_is_kept_outside_its_build_gate_and_the_verdict_l
     """The doctor judges TensorRT by its own check; the build gate's verdict is one logged line."""
     import shutil
 
+    from mqc_edge.default_model import DEFAULT_FP16_STAGES
     from mqc_edge.precision import build
 
     default_dir = tmp_path / "default"
@@ -106,5 +107,6 @@ def test_the_default_fp16_build_is_kept_outside_its_build_gate_and_the_verdict_l
     lines: list[str] = []
     target = doctor.default_fp16_export(default_dir, threads=1, log=lines.append)
     assert [(c.precision, c.force, c.model_dir) for c in asked] == [("fp16", True, default_dir)]
+    assert asked[0].stages == DEFAULT_FP16_STAGES and "mask_decoder" not in asked[0].stages
     assert target == asked[0].out and lines[-1].startswith("FP16 build gate: outside (mqc: IoU mean 0.9990 min 0.9730)")
     assert doctor.default_fp16_export(default_dir, threads=1, log=lines.append) == target and len(asked) == 1
