@@ -319,7 +319,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 _TRAIN_SETTINGS = ("steps", "lr", "seed", "variant", "image_size", "clip_frames", "objects", "checkpoint_minutes",
                    "validate_every", "trainable", "focal_weight", "balanced_weight", "moga", "degraded_share",
                    "start_shares", "memory_curriculum", "batch_clips", "text_states",
-                   "memory_read_weight", "box_token_weight", "fusion_positional_values")
+                   "memory_read_weight", "box_token_weight", "fusion_positional_values", "text_start_multimask")
 _MODEL_SETTINGS = {"variant": "sam2_variant", "image_size": "image_size", "moga": "moga",
                    "fusion_positional_values": "fusion_positional_values"}
 _SAMPLING_SETTINGS = {"clip_frames": "frames", "objects": "max_objects", "degraded_share": "degraded_share",
@@ -720,6 +720,9 @@ def _add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--box-token-weight", type=float, default=None, metavar="W",
                        help="weight of an auxiliary loss that pulls a text start's fused sparse tokens toward the "
                             "prompt tokens of the target's frame-0 box (training/box_tokens.py; default 0)")
+    train.add_argument("--text-start-single-mask", dest="text_start_multimask", action="store_const", const=False,
+                       default=None, help="text starts decode through the single-mask token (as `run` with "
+                                          "TrackerConfig.text_start_multimask off) instead of the best of three")
     train.add_argument("--batch-clips", type=int, default=None, metavar="B",
                        help="B clips per step, their box/click-started objects run as one batch (the GPU path; "
                             "default 0: one clip per step)")

@@ -90,6 +90,8 @@ class TrainConfig:
     # prompt tokens (training/box_tokens.py); 0: off
     text_states: str | None = None  # precomputed language-model states (training/text_states.py) in place of
     # the language model, which is then never loaded (a GPU machine without the MiniLM weights)
+    text_start_multimask: bool = True  # text starts decode best of three (loss on the best); False: the
+    # single-mask token, as `TrackerConfig.text_start_multimask` runs them (docs/model_card.md)
     memory_curriculum: tuple[int, int] = (0, 0)  # (hold, fade) steps: tracked frames' image content held at 0,
     # then faded in to 1 (`tracked_content`); (0, 0): content always whole (docs/model_card.md, "Memory curriculum")
 
@@ -147,7 +149,8 @@ class Trainer:
         self.model = MQCSAM(model_config, text_model=config.text_states is None).to(self.device)
         self.memory_head = MemoryReadHead(self.model.sam.hidden_dim).to(self.device) if config.memory_read_weight else None
         self.optimizer = _adamw(self.model, config, self.memory_head)
-        self.unroller = ClipUnroller(self.model, TrackerConfig(mode="mqc"))
+        tracking = TrackerConfig(mode="mqc", text_start_multimask=config.text_start_multimask)
+        self.unroller = ClipUnroller(self.model, tracking)
         self.batched = BatchedSAM2Unroller(self.unroller)
         self.texts = _text_source(self.model, config)
         self.state = TrainingState()

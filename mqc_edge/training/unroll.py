@@ -159,7 +159,8 @@ class ClipUnroller:
             prompt = point_prompt(box, points, None if points is None else np.ones(1, np.int32), size, self.geometry)
             sparse, dense = self.prompt_embeddings(prompt, feat.device)
             num_points = prompt.num_points
-        out = self._decode(conditioned, fpn0, fpn1, sparse, dense, self.config.multimask(num_points))
+        multimask = self.config.text_start_multimask if start.kind == "text" else self.config.multimask(num_points)
+        out = self._decode(conditioned, fpn0, fpn1, sparse, dense, multimask)
         if start.kind == "text":
             out = dataclasses.replace(out, prompt_sparse=sparse)
         binarize = torch.tensor(self.config.binarize_prompted_memory, device=feat.device)

@@ -76,11 +76,12 @@ def test_train_cli_refuses_to_overwrite_and_resumes(tmp_path, capsys) -> None:
     assert len((out / "log.jsonl").read_text().splitlines()) == 2
 
 
-@pytest.mark.parametrize("kind", ["text", "box", "text-moga"])
+@pytest.mark.parametrize("kind", ["text", "box", "text-moga", "text-single"])
 def test_training_unroll_equals_the_runtime_tracker(kind: str) -> None:
     """Logits of every frame: the training unroll (eval mode) vs the torch-free Tracker on the
     torch backend, TMCC and hole filling off (neither is part of the training graph). With MoGA
-    on (its up vectors made non-zero), both gate frame t's adapters on frame t-1's pointer."""
+    on (its up vectors made non-zero), both gate frame t's adapters on frame t-1's pointer;
+    text-single: both decode the text start through the single-mask token."""
     from mqc_edge.model.torch_backend import TorchBackend
     from mqc_edge.runtime.config import TrackerConfig
     from mqc_edge.runtime.text import TextTokenizer
@@ -93,10 +94,12 @@ def test_training_unroll_equals_the_runtime_tracker(kind: str) -> None:
         with torch.no_grad():
             for bank in model.moga.banks.values():
                 bank.up.normal_(std=0.5)
-    kind = kind.removesuffix("-moga")
+    single = kind == "text-single"
+    kind = kind.removesuffix("-moga").removesuffix("-single")
     clip = sample_clip(5, 0, dataclasses.replace(SAMPLING, frames=5))
     referred = clip.objects[0]
-    config = TrackerConfig(mode="mqc" if kind == "text" else "sam2", tmcc=None, fill_hole_area=0)
+    config = TrackerConfig(mode="mqc" if kind == "text" else "sam2", tmcc=None, fill_hole_area=0,
+                           text_start_multimask=not single)
     hidden, mask = TextFeatureCache(model.text_encoder)(referred.text)
     start = Start(kind, text_hidden=hidden, text_mask=mask, box=referred.box)
     with torch.no_grad():
@@ -121,6 +124,13 @@ def _rgb(normalised: np.ndarray) -> np.ndarray:
     from mqc_edge.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     return np.rint((normalised * IMAGENET_STD + IMAGENET_MEAN) * 255).clip(0, 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def test_single_mask_text_starts_reach_the_unroller_and_survive_a_resume(tmp_path) -> None:
+    trainer = Trainer(tmp_path / "run", _config(steps=1, text_start_multimask=False), TINY)
+    assert trainer.unroller.config.text_start_multimask is False
+    assert TrainConfig.from_json(trainer.config.to_json()).text_start_multimask is False
+    assert TrainConfig.from_json(_config().to_json()).text_start_multimask is True
 
 
 def test_a_run_can_start_from_a_checkpoint(tmp_path) -> None:
