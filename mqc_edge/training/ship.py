@@ -63,7 +63,7 @@ def split_checkpoint(path: Path, out_dir: Path, max_bytes: int = PART_BYTES) -> 
     parts = []
     for index, group in enumerate(groups, start=1):
         part = Path(out_dir) / f"{path.stem}.part{index}.safetensors"
-        _write(part, group, {**metadata, PART_KEY: f"{index}/{len(groups)}"})
+        write_safetensors(part, group, {**metadata, PART_KEY: f"{index}/{len(groups)}"})
         parts.append(part)
     return parts
 
@@ -92,7 +92,7 @@ def join_checkpoints(parts: list[Path], out: Path) -> Path:
     missing = sorted(set(range(1, total + 1)) - set(seen))
     if missing:
         raise CheckpointError(f"join to {out}: parts {missing} of {total} not given")
-    _write(Path(out), tensors, common)
+    write_safetensors(Path(out), tensors, common)
     return Path(out)
 
 
@@ -114,10 +114,6 @@ def _header_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) ->
     header.update({name: {"dtype": "?" * 12, "shape": list(tensor.shape), "data_offsets": [10**19, 10**19]}
                    for name, tensor in tensors.items()})
     return len(json.dumps(header, separators=(",", ":")).encode()) + 16
-
-
-def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    write_safetensors(path, tensors, metadata)
 
 
 def main(argv: list[str] | None = None) -> int:
