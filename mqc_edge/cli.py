@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from mqc_edge.contract import MEMORY_STORAGE
+from mqc_edge.contract import MEMORY_STORAGE, MEMORY_STORAGE_DEFAULT
 from mqc_edge.errors import ConfigError, MqcEdgeError, PromptError
 
 
@@ -214,7 +214,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     shipped = str(args.checkpoint) == DEFAULT_MODEL
     checkpoint = DEFAULT_WEIGHTS if shipped else args.checkpoint
-    storage = args.memory_storage or (DEFAULT_MEMORY_STORAGE if shipped else MEMORY_STORAGE[0])
+    storage = args.memory_storage or (DEFAULT_MEMORY_STORAGE if shipped else MEMORY_STORAGE_DEFAULT)
     manifest = export_model(
         checkpoint=checkpoint, out=args.out, model_config=args.model_config, image_size=args.image_size,
         opset=args.opset, texts=args.texts, text_encoder=not args.no_text_encoder,

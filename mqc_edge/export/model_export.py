@@ -25,6 +25,7 @@ import onnxslim
 import torch
 
 import mqc_edge
+from mqc_edge.contract import MEMORY_STORAGE_DEFAULT
 from mqc_edge.data.synth import random_scene, render_video
 from mqc_edge.errors import ConfigError
 from mqc_edge.export.inputs import RecordingBackend, random_inputs
@@ -64,7 +65,7 @@ def export_model(
     clip: ParityClip = ParityClip(),
     thresholds: ParityThresholds = ParityThresholds(),
     text_encoder: bool = True,
-    memory_storage: str = "bfloat16",
+    memory_storage: str = MEMORY_STORAGE_DEFAULT,
 ) -> dict[str, Any]:
     """Export `checkpoint` into `out`; returns the manifest (its "parity" entry says whether it passed).
     `text_encoder=False`: without the language model (module docstring). `memory_storage`: the
@@ -104,7 +105,7 @@ def export_model(
 
 
 def _source_backend(checkpoint: Path, model_config: str | None, image_size: int | None,
-                    text_encoder: bool, memory_storage: str = "bfloat16") -> TorchBackend:
+                    text_encoder: bool, memory_storage: str = MEMORY_STORAGE_DEFAULT) -> TorchBackend:
     """The torch model to export, loaded as `mqc-edge run` loads it; without `text_encoder`, an
     MQC-SAM checkpoint built without its language model. ConfigError for --model-config or
     --image-size then (our checkpoints carry both), CheckpointError for a file not in our format."""

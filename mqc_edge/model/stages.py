@@ -20,7 +20,7 @@ from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 from torch import Tensor, nn
 
-from mqc_edge.contract import MEMORY_STORAGE
+from mqc_edge.contract import MEMORY_STORAGE, MEMORY_STORAGE_DEFAULT
 from mqc_edge.errors import ConfigError
 from mqc_edge.kernels.masked_attention import masked_rope_attention
 from mqc_edge.model.sam2_build import geometry_of
@@ -295,7 +295,7 @@ class MemoryEncoderStage(nn.Module):
     (`MEMORY_STORAGE`).
     """
 
-    def __init__(self, model: SAM2Base, storage: str = "bfloat16") -> None:
+    def __init__(self, model: SAM2Base, storage: str = MEMORY_STORAGE_DEFAULT) -> None:
         super().__init__()
         if storage not in MEMORY_STORAGE:
             raise ConfigError(f"memory storage: expected one of {list(MEMORY_STORAGE)}, got {storage!r}")
@@ -337,7 +337,7 @@ SAM2_STAGES: dict[str, type[nn.Module]] = {
 """Contract stage -> its module; `forward` names the stage's inputs in contract order (tested)."""
 
 
-def build_stages(model: SAM2Base, memory_storage: str = "bfloat16") -> dict[str, nn.Module]:
+def build_stages(model: SAM2Base, memory_storage: str = MEMORY_STORAGE_DEFAULT) -> dict[str, nn.Module]:
     """Every contract stage of `model`, keyed by stage name; `memory_storage` is the memory
     encoder's (`MEMORY_STORAGE`). ConfigError for an unknown storage."""
     check_supported(model)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from sam2.modeling.sam2_base import SAM2Base
 
-from mqc_edge.contract import MEMORY_STORAGE, StageSpec, TensorSpec
+from mqc_edge.contract import MEMORY_STORAGE, MEMORY_STORAGE_DEFAULT, StageSpec, TensorSpec
 from mqc_edge.errors import ConfigError
 from mqc_edge.model import device_processing as on_device
 from mqc_edge.model.mqc_sam import MQCSAM
@@ -122,7 +122,7 @@ class TorchExecutor:
 
     def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "",
                  precision: str = "fp32", device_processing: bool | None = None,
-                 memory_storage: str = "bfloat16") -> None:
+                 memory_storage: str = MEMORY_STORAGE_DEFAULT) -> None:
         self.device = resolve_device(device)
         check_precision(self.device, precision)
         self.precision = precision
@@ -237,7 +237,7 @@ class TorchBackend(CheckedBackend):
 
     def __init__(self, model: SAM2Base | MQCSAM, device: str = "cpu", description: str = "",
                  precision: str = "fp32", device_processing: bool | None = None,
-                 memory_storage: str = "bfloat16") -> None:
+                 memory_storage: str = MEMORY_STORAGE_DEFAULT) -> None:
         executor = TorchExecutor(model, device, description, precision, device_processing, memory_storage)
         super().__init__(executor)
         self.model, self.stages = executor.model, executor.stages
@@ -268,7 +268,7 @@ def load(
     precision: str = "fp32",
     device_processing: bool | None = None,
     text_model: bool | None = None,
-    memory_storage: str = "bfloat16",
+    memory_storage: str = MEMORY_STORAGE_DEFAULT,
 ) -> TorchBackend:
     """`load_backend("torch", ...)`: an MQC-SAM checkpoint (mqc-edge .safetensors, both modes), or
     SAM 2.1 (`model_config` / `variant` at `image_size`, default 1024) with seeded random weights
@@ -315,7 +315,7 @@ def _is_mqc_checkpoint(path: Path) -> bool:
 
 def _load_mqc(path: Path, variant: str | None, image_size: int | None, device: str, precision: str,
               device_processing: bool | None, text_model: bool | None = None,
-              memory_storage: str = "bfloat16") -> TorchBackend:
+              memory_storage: str = MEMORY_STORAGE_DEFAULT) -> TorchBackend:
     """An MQC-SAM checkpoint carries its config; an explicit variant or size must agree with it."""
     from mqc_edge.model.checkpoint import load_checkpoint
 

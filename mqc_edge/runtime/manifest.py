@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mqc_edge.atomic import write_text_atomically
-from mqc_edge.contract import MQCGeometry, ModelGeometry, StageSpec, stage_specs
+from mqc_edge.contract import MEMORY_STORAGE_DEFAULT, MQCGeometry, ModelGeometry, StageSpec, stage_specs
 from mqc_edge.errors import ConfigError, ManifestMismatchError
 
 FORMAT = "mqc-edge-export/1"
@@ -96,7 +96,7 @@ class Manifest:
     def memory_storage(self) -> str:
         """How the exported memory encoder leaves its slots: bfloat16 or float32
         (`contract.MEMORY_STORAGE`); exports from before the choice existed round to bfloat16."""
-        return self.content["model"].get("memory_storage", "bfloat16")
+        return self.content["model"].get("memory_storage", MEMORY_STORAGE_DEFAULT)
 
     def file(self, key: str) -> Path | None:
         """An optional auxiliary file (`weights`, `tokenizer`, `texts`); None if not exported."""
