@@ -54,6 +54,7 @@ Rounding is a step function: a float32 difference of one ulp between two correct
 (2^-8 of it), and the memory carries the flip into later frames; float32 storage has no such
 boundary (docs/model_card.md 'Export parity': 10 of 2,752 test frames under IoU 0.999 with
 bfloat16, none with float32, J&F equal to 0.001)."""
+
 MEMORY_STORAGE_DEFAULT = MEMORY_STORAGE[0]
 """Storage of an export or torch backend that names none, and of exports from before the choice
 existed: bfloat16, Meta's (the shipped default's export chooses float32: `default_model`)."""
