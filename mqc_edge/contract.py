@@ -59,6 +59,12 @@ MEMORY_STORAGE_DEFAULT = MEMORY_STORAGE[0]
 """Storage of an export or torch backend that names none, and of exports from before the choice
 existed: bfloat16, Meta's (the shipped default's export chooses float32: `default_model`)."""
 
+
+def check_memory_storage(storage: str) -> None:
+    """ConfigError naming the choices unless `storage` is one of `MEMORY_STORAGE`."""
+    if storage not in MEMORY_STORAGE:
+        raise ConfigError(f"memory storage: expected one of {list(MEMORY_STORAGE)}, got {storage!r}")
+
 BANKS = ("anchor", "fifo", "prototypes")
 """DAMI's memory banks, in slot order: memory slots and pointer slots are both ordered so."""
 

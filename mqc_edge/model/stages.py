@@ -20,7 +20,7 @@ from sam2.modeling.sam2_base import NO_OBJ_SCORE, SAM2Base
 from sam2.modeling.sam2_utils import get_1d_sine_pe
 from torch import Tensor, nn
 
-from mqc_edge.contract import MEMORY_STORAGE, MEMORY_STORAGE_DEFAULT
+from mqc_edge.contract import MEMORY_STORAGE_DEFAULT, check_memory_storage
 from mqc_edge.errors import ConfigError
 from mqc_edge.kernels.masked_attention import masked_rope_attention
 from mqc_edge.model.sam2_build import geometry_of
@@ -297,8 +297,7 @@ class MemoryEncoderStage(nn.Module):
 
     def __init__(self, model: SAM2Base, storage: str = MEMORY_STORAGE_DEFAULT) -> None:
         super().__init__()
-        if storage not in MEMORY_STORAGE:
-            raise ConfigError(f"memory storage: expected one of {list(MEMORY_STORAGE)}, got {storage!r}")
+        check_memory_storage(storage)
         self.model = model
         self.storage = storage
 

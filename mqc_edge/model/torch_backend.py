@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from sam2.modeling.sam2_base import SAM2Base
 
-from mqc_edge.contract import MEMORY_STORAGE, MEMORY_STORAGE_DEFAULT, StageSpec, TensorSpec
+from mqc_edge.contract import MEMORY_STORAGE_DEFAULT, StageSpec, TensorSpec, check_memory_storage
 from mqc_edge.errors import ConfigError
 from mqc_edge.model import device_processing as on_device
 from mqc_edge.model.mqc_sam import MQCSAM
@@ -278,8 +278,7 @@ def load(
     point prompts only, no transformers or MiniLM needed); None: as the checkpoint was saved.
     `memory_storage`: the memory encoder's output rounding (`contract.MEMORY_STORAGE`).
     ConfigError before anything loads when the device, the precision or the storage cannot run here."""
-    if memory_storage not in MEMORY_STORAGE:
-        raise ConfigError(f"memory storage: expected one of {list(MEMORY_STORAGE)}, got {memory_storage!r}")
+    check_memory_storage(memory_storage)
     check_precision(resolve_device(device), precision)
     if threads is not None:
         if threads < 1:
