@@ -123,8 +123,12 @@ def variant_row(config: AccuracyEvalConfig, dataset: RVOSDataset, name: str, sou
         frames = _predict(source, dataset, variant, pred_root, config.encode_ahead)
     elapsed = time.perf_counter() - started
     report = evaluate_predictions(pred_root, config.dataset, config.out_dir / "metrics" / name, split=config.split)
-    return {"description": variant.description, **{key: report[key] for key in METRICS},
-            "frames": frames, "ms_per_frame": 1e3 * elapsed / max(frames, 1)}
+    row = {"description": variant.description, **{key: report[key] for key in METRICS},
+           "frames": frames, "ms_per_frame": 1e3 * elapsed / max(frames, 1)}
+    if "per_category" in report:
+        row["per_category"] = {category: {"J&F": one["J&F"], "expressions": one["expressions"]}
+                               for category, one in report["per_category"].items()}
+    return row
 
 
 def _predict(source, dataset: RVOSDataset, variant: Variant, pred_root: Path, encode_ahead: bool) -> int:
@@ -143,10 +147,24 @@ def _predict(source, dataset: RVOSDataset, variant: Variant, pred_root: Path, en
 
 
 def format_accuracy(report: dict) -> str:
-    """Markdown: one row per variant."""
+    """Markdown: one row per variant; then, when the dataset names categories, J&F per category
+    (expressions in brackets) per variant."""
     lines = ["| variant | what | " + " | ".join(METRICS) + " | ms/frame |",
              "|---|---|" + "---:|" * (len(METRICS) + 1)]
     for name, row in report["variants"].items():
         values = " | ".join(f"{row[key]:.3f}" for key in METRICS)
         lines.append(f"| {name} | {row['description']} | {values} | {row['ms_per_frame']:.1f} |")
+    return "\n".join(lines) + "\n" + _format_categories(report["variants"])
+
+
+def _format_categories(rows: dict[str, dict]) -> str:
+    categorised = {name: row["per_category"] for name, row in rows.items() if "per_category" in row}
+    if not categorised:
+        return ""
+    names = sorted({category for per in categorised.values() for category in per})
+    lines = ["", "J&F per category (expressions):", "",
+             "| variant | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for variant, per in categorised.items():
+        cells = [f"{per[c]['J&F']:.3f} ({per[c]['expressions']})" if c in per else "-" for c in names]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -5,6 +5,9 @@ D/JPEGImages/<video>/<frame>.jpg       RGB frames
 D/Annotations/<video>/<frame>.png      palette PNG, pixel value = object id (0 = background)
 D/meta_expressions.json                {"videos": {"<video>": {"frames": [...],
                                          "expressions": {"<exp_id>": {"exp": "...", "obj_id": "<id>"}}}}}
+                                       optional per expression: "category" (the target's class, as
+                                       Refer-YouTube-VOS's meta.json gives per object): the
+                                       evaluation then reports J&F per category too
 D/splits/<split>.txt                   one video name per line
 ```
 Everything is validated on load so that a broken dataset fails at once with the file named,
@@ -35,6 +38,7 @@ class Expression:
     exp_id: str
     text: str
     obj_id: int
+    category: str | None = None  # the target's class ("ship"), when the dataset names it
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,12 @@ def _parse_video(name: str, entry: object, meta_path: Path) -> VideoRecord:
             raise DatasetError(
                 f"{meta_path}: video {name!r} expression {exp_id!r}: obj_id must be an integer, got {exp['obj_id']!r}"
             ) from None
-        expressions[str(exp_id)] = Expression(str(exp_id), exp["exp"], obj_id)
+        category = exp.get("category")
+        if category is not None and not (isinstance(category, str) and category):
+            raise DatasetError(
+                f"{meta_path}: video {name!r} expression {exp_id!r}: category must be a non-empty string, got {category!r}"
+            )
+        expressions[str(exp_id)] = Expression(str(exp_id), exp["exp"], obj_id, category)
     return VideoRecord(name, frames, expressions)
 
 
@@ -192,8 +201,11 @@ class DatasetWriter:
         self._frames.setdefault(video, []).append(frame)
         self._expressions.setdefault(video, {})
 
-    def add_expression(self, video: str, exp_id: str, text: str, obj_id: int) -> None:
-        self._expressions.setdefault(video, {})[str(exp_id)] = {"exp": text, "obj_id": str(int(obj_id))}
+    def add_expression(self, video: str, exp_id: str, text: str, obj_id: int, category: str | None = None) -> None:
+        entry = {"exp": text, "obj_id": str(int(obj_id))}
+        if category is not None:
+            entry["category"] = category
+        self._expressions.setdefault(video, {})[str(exp_id)] = entry
 
     def close(self, split: str | None = None) -> RVOSDataset:
         """Write meta_expressions.json (merged with what is there) and the split list."""

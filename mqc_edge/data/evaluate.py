@@ -4,6 +4,7 @@ Predictions live in `P/<video>/<exp_id>/<frame>.png`; any nonzero pixel is foreg
 palette, grey and colour PNGs written by any tool are accepted. J and F of an expression are
 averaged over the frames where its target is present (CroBIM-V eq. 25: frames whose ground
 truth is empty are left out), then over expressions, each expression weighing the same.
+Where the dataset names its targets' categories, the same summary is given per category.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ PREDICTION_MODES = ("1", "L", "P", "RGB", "RGBA", "I", "I;16")
 """PNG modes whose pixel values mean 'foreground if nonzero' (alpha is ignored)."""
 
 SUMMARY_KEYS = ("J&F", "J", "F", "J_recall", "F_recall", "J_decay", "F_decay")
+UNCATEGORISED = "(no category)"
+"""Category row of the expressions a partly categorised dataset leaves unnamed."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class ExpressionScore:
     f: SequenceStats
     frames: int  # frames scored (target present)
     frames_excluded: int  # frames left out because the ground truth is empty
+    category: str | None = None  # the target's class, when the dataset names it
 
 
 def prediction_path(pred_root: Path, video: str, exp_id: str, frame: str) -> Path:
@@ -118,6 +122,7 @@ def _expression_score(
         f=sequence_stats(np.array(f)),
         frames=len(j),
         frames_excluded=len(video.frames) - len(j),
+        category=video.expressions[exp_id].category,
     )
 
 
@@ -143,7 +148,8 @@ def _summary(scores: list[ExpressionScore]) -> dict[str, float | int]:
 
 
 def build_report(scores: list[ExpressionScore]) -> dict:
-    """Overall summary, and per video its summary plus every expression's own statistics."""
+    """Overall summary, per video its summary plus every expression's own statistics, and, when
+    the dataset names categories, "per_category": the summary of each category's expressions."""
     per_video: dict[str, dict] = {}
     for video in sorted({s.video for s in scores}):
         own = [s for s in scores if s.video == video]
@@ -151,7 +157,16 @@ def build_report(scores: list[ExpressionScore]) -> dict:
             **_summary(own),
             "per_expression": {s.exp_id: _summary([s]) for s in own},
         }
-    return {**_summary(scores), "per_video": per_video}
+    report = {**_summary(scores), "per_video": per_video}
+    if any(s.category is not None for s in scores):
+        report["per_category"] = per_category(scores)
+    return report
+
+
+def per_category(scores: list[ExpressionScore]) -> dict[str, dict[str, float | int]]:
+    """{category: summary of its expressions}, categories sorted by name."""
+    names = sorted({s.category or UNCATEGORISED for s in scores})
+    return {name: _summary([s for s in scores if (s.category or UNCATEGORISED) == name]) for name in names}
 
 
 def _cell(value: float | int) -> str:
@@ -159,14 +174,22 @@ def _cell(value: float | int) -> str:
 
 
 def format_table(report: dict) -> str:
-    """Markdown table: the overall row, then one row per video."""
+    """Markdown table: the overall row, then one row per video; then one row per category when the
+    report has them."""
+    rows = [("**overall**", report)] + [(name, row) for name, row in report["per_video"].items()]
+    text = _markdown_rows("", rows)
+    if "per_category" in report:
+        text += "\n" + _markdown_rows("category", list(report["per_category"].items()))
+    return text
+
+
+def _markdown_rows(first_column: str, rows: list[tuple[str, dict]]) -> str:
     columns = (*SUMMARY_KEYS, "expressions", "frames")
-    lines = [
-        "| | " + " | ".join(name.replace("_", " ") for name in columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    rows = [("**overall**", report)] + [(name.replace("|", "\\|"), row) for name, row in report["per_video"].items()]
-    lines += ["| " + " | ".join([name] + [_cell(row[key]) for key in columns]) + " |" for name, row in rows]
+    header = " | ".join(name.replace("_", " ") for name in columns)
+    lines = [f"|{' ' + first_column if first_column else ''} | {header} |", "|---|" + "---:|" * len(columns)]
+    for name, row in rows:
+        cells = [name.replace("|", "\\|")] + [_cell(row[key]) for key in columns]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mqc_edge.benchmarks.accuracy_eval import METRICS, check_variants
+from mqc_edge.benchmarks.accuracy_eval import METRICS, check_variants, format_accuracy
 from mqc_edge.cli import main
 from mqc_edge.errors import ConfigError
 from suite_helpers import synth_dataset
@@ -38,6 +38,22 @@ def test_encode_ahead_writes_the_serial_runs_masks_byte_for_byte(exported, datas
     for name in ("mqc", "sam2-box"):
         assert {key: ahead["variants"][name][key] for key in METRICS} == \
                {key: serial["variants"][name][key] for key in METRICS}
+        scored = json.loads((tmp_path / "serial" / "metrics" / name / "metrics.json").read_text())["per_category"]
+        assert serial["variants"][name]["per_category"] == \
+               {category: {"J&F": row["J&F"], "expressions": row["expressions"]} for category, row in scored.items()}
+        assert sum(row["expressions"] for row in scored.values()) == serial["expressions"]
+    assert "J&F per category" in (tmp_path / "serial" / "accuracy.md").read_text()
+
+
+def test_category_table_has_a_cell_per_variant_and_category() -> None:
+    row = {"description": "d", "ms_per_frame": 1.0, **{key: 0.5 for key in METRICS}}
+    report = {"variants": {"mqc": {**row, "per_category": {"ship": {"J&F": 0.25, "expressions": 3}}},
+                           "sam2-box": {**row, "per_category": {"car": {"J&F": 0.75, "expressions": 1}}}}}
+    lines = format_accuracy(report).splitlines()
+    assert "| variant | car | ship |" in lines
+    assert "| mqc | - | 0.250 (3) |" in lines and "| sam2-box | 0.750 (1) | - |" in lines
+    plain = {"variants": {"mqc": row}}
+    assert "per category" not in format_accuracy(plain)
 
 
 def test_encode_ahead_refuses_crop_variants_by_name() -> None:

@@ -37,6 +37,26 @@ def test_round_trip_keeps_ids_expressions_and_split(tmp_path):
     assert dataset.splits() == ["test"]
 
 
+def test_category_is_optional_and_round_trips(tmp_path):
+    writer = DatasetWriter(tmp_path)
+    writer.write_frame("v", "00000", np.zeros((8, 8, 3), np.uint8), np.ones((8, 8), np.uint8))
+    writer.add_expression("v", "0", "the ship", 1, category="ship")
+    writer.add_expression("v", "1", "the thing", 1)
+    expressions = writer.close().videos["v"].expressions
+    assert (expressions["0"].category, expressions["1"].category) == ("ship", None)
+    assert "category" not in json.loads((tmp_path / "meta_expressions.json").read_text())["videos"]["v"]["expressions"]["1"]
+
+
+def test_bad_category_is_named(tmp_path):
+    _write_small(tmp_path)
+    meta_path = tmp_path / "meta_expressions.json"
+    meta = json.loads(meta_path.read_text())
+    meta["videos"]["v0"]["expressions"]["1"]["category"] = 3
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=r"meta_expressions.json: video 'v0' expression '1': category must be a non-empty string, got 3"):
+        RVOSDataset.load(tmp_path)
+
+
 def test_annotation_is_a_palette_png_with_davis_colours(tmp_path):
     _write_small(tmp_path, videos=("v0",), frames=1)
     with Image.open(tmp_path / "Annotations" / "v0" / "00000.png") as image:

@@ -111,6 +111,28 @@ def test_reports_are_written(referring_case: tuple[Path, Path], tmp_path: Path) 
     assert sorted(path.name for path in out.iterdir()) == ["metrics.json", "metrics.md"]
 
 
+def test_per_category_summary_when_the_dataset_names_categories(referring_case: tuple[Path, Path],
+                                                                tmp_path: Path) -> None:
+    pred, gt = referring_case
+    assert "per_category" not in evaluate_predictions(pred, gt, tmp_path / "plain")
+    meta_path = gt / "meta_expressions.json"
+    meta = json.loads(meta_path.read_text())
+    meta["videos"]["v1"]["expressions"]["0"]["category"] = "ship"
+    meta["videos"]["v2"]["expressions"]["0"]["category"] = "ship"
+    meta_path.write_text(json.dumps(meta))
+    report = evaluate_predictions(pred, gt, tmp_path / "out")
+    # ships: v1/0 (J = F = 2/3) and v2/0 (1); v1/1 names no category.
+    assert sorted(report["per_category"]) == ["(no category)", "ship"]
+    ship = report["per_category"]["ship"]
+    assert ship["J&F"] == pytest.approx(5 / 6)
+    assert (ship["expressions"], ship["frames"]) == (2, 5)
+    assert report["per_category"]["(no category)"]["J&F"] == 1.0
+    assert report["J&F"] == pytest.approx(8 / 9)
+    table = (tmp_path / "out" / "metrics.md").read_text().splitlines()
+    rows = [line.split("|")[1].strip() for line in table if line.startswith("| ")]
+    assert rows[-2:] == ["(no category)", "ship"]
+
+
 def test_read_prediction_accepts_palette_grey_and_colour(referring_case: tuple[Path, Path]) -> None:
     pred, _ = referring_case
     expected = box(12, 24)

@@ -237,6 +237,8 @@ def test_cli_round_trip(tmp_path, capsys):
         assert record.expressions
         for expression in record.expressions.values():
             assert dataset.object_mask(name, "00000", expression.obj_id).any()
+            assert expression.category in ("aircraft", "ship", "car", "train")
+            assert expression.category in expression.text.split()
     assert main(["data", "synth", "--out", str(out), "--videos", "0"]) == 2
     assert "videos: expected at least 1, got 0" in capsys.readouterr().err
 

@@ -88,7 +88,9 @@ def make_expressions(ids_frame0: np.ndarray, targets: tuple[TargetSpec, ...], rn
             continue
         text = _unique_phrase(obj_id, target.category, described, visible, rng)
         if text is not None:
-            expressions.append(Expression(exp_id=str(len(expressions)), text=text, obj_id=obj_id))
+            expressions.append(
+                Expression(exp_id=str(len(expressions)), text=text, obj_id=obj_id, category=target.category)
+            )
     return expressions
 
 

@@ -42,7 +42,9 @@ def write_video(writer: DatasetWriter, name: str, renderer: SceneRenderer, frame
         writer.write_frame(name, f"{t:05d}", rgb, ids)
         if t == 0:
             for expression in renderer.expressions(ids):
-                writer.add_expression(name, expression.exp_id, expression.text, expression.obj_id)
+                writer.add_expression(
+                    name, expression.exp_id, expression.text, expression.obj_id, expression.category
+                )
 
 
 def generate_dataset(out: Path, videos: int, frames: int, size: tuple[int, int], seed: int, split: str = "test",
