@@ -163,7 +163,8 @@ def _format_categories(rows: dict[str, dict]) -> str:
         return ""
     names = sorted({category for per in categorised.values() for category in per})
     lines = ["", "J&F per category (expressions):", "",
-             "| variant | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+             "| variant | " + " | ".join(name.replace("|", "\\|") for name in names) + " |",
+             "|---|" + "---:|" * len(names)]
     for variant, per in categorised.items():
         cells = [f"{per[c]['J&F']:.3f} ({per[c]['expressions']})" if c in per else "-" for c in names]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
