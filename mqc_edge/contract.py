@@ -65,6 +65,7 @@ def check_memory_storage(storage: str) -> None:
     if storage not in MEMORY_STORAGE:
         raise ConfigError(f"memory storage: expected one of {list(MEMORY_STORAGE)}, got {storage!r}")
 
+
 BANKS = ("anchor", "fifo", "prototypes")
 """DAMI's memory banks, in slot order: memory slots and pointer slots are both ordered so."""
 
